@@ -1,0 +1,21 @@
+//! Wire types shared by the `mcpgate` CLI and the `mcpgate-broker`.
+//!
+//! - [`jsonrpc`]: parsing and classifying one newline-delimited JSON-RPC
+//!   message, and building JSON-RPC error responses.
+//! - [`mcp`]: MCP method names and protocol versions the gateway knows of.
+//! - [`names`]: validated names (`UserName`, `ServerName`, `RoleName`,
+//!   `SessionId`): a value that exists is valid.
+//! - [`identity`]: how a session certificate names its user, session and server.
+//! - [`api`]: the broker's HTTPS API bodies and the tunnel's status line.
+//! - [`secret`]: a wrapper that never prints what it holds.
+//!
+//! **Invariant:** this crate does no I/O: no files, no sockets, no clock,
+//! no randomness, no tokio. Everything here is a pure function of its input.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod identity;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod names;
+pub mod secret;
