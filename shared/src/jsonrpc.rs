@@ -219,10 +219,8 @@ impl Message {
             {
                 return Err(refuse(format!("unexpected member {bad:?} in a request")));
             }
-            if let Some(params) = object.get("params") {
-                if !params.is_object() {
-                    return Err(refuse("params must be an object".into()));
-                }
+            if object.get("params").is_some_and(|p| !p.is_object()) {
+                return Err(refuse("params must be an object".into()));
             }
             match (&id, has_null_id) {
                 (Some(id), _) => Kind::Request {

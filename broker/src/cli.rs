@@ -1,0 +1,115 @@
+//! Command-line arguments of `mcpgate-broker` (clap derive; the doc comments
+//! are the help text).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mcpgate_shared::names::{RoleName, UserName};
+
+/// Environment variable naming the config file, for every subcommand that
+/// takes `--config`.
+pub const CONFIG_ENV: &str = "MCPGATE_BROKER_CONFIG";
+/// Log filter (tracing `EnvFilter` syntax), e.g. `info,mcpgate_broker=debug`.
+pub const LOG_ENV: &str = "MCPGATE_LOG";
+
+/// The mcpgate broker: identity, session certificates, and the one path
+/// between MCP clients and MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "mcpgate-broker", version, propagate_version = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a CA, the broker's TLS certificate, signing keys and an
+    /// example config in DIR
+    Init {
+        /// Directory to create (keys are written 0600)
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS names or IP addresses clients use to reach the broker
+        /// (repeatable; default 127.0.0.1, localhost, ::1)
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Run the broker: the HTTPS API and the mTLS tunnel
+    Serve {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+        /// Log format on stderr
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Manage local users in the config file
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// List sessions from the broker's store (newest first)
+    Sessions {
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+        /// How many to show
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Set up a broker with embedded defaults (once), start it on
+    /// 127.0.0.1, and run a demo client session through it
+    Quickstart {
+        /// Where the broker keeps its keys, config and sessions
+        /// (default: $XDG_DATA_HOME/mcpgate-broker or ~/.local/share/mcpgate-broker)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        api_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8444")]
+        tunnel_listen: SocketAddr,
+        /// Do not run the demo client session after start-up
+        #[arg(long)]
+        no_demo_session: bool,
+    },
+    /// Run the demo MCP server on stdin/stdout (fake customer records)
+    DemoServer,
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a local user (argon2id); the password is prompted for, or read
+    /// from the first line of stdin when it is not a terminal
+    Add {
+        name: UserName,
+        /// Role to grant (repeatable); it must exist under [roles]
+        #[arg(long = "role", required = true)]
+        roles: Vec<RoleName>,
+        #[arg(long, env = CONFIG_ENV)]
+        config: PathBuf,
+        /// Read the password from stdin even on a terminal
+        #[arg(long)]
+        password_stdin: bool,
+        /// Replace the user if it exists
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}

@@ -1,0 +1,174 @@
+//! The stage interface: one step of the relay's pipeline.
+//!
+//! Every valid message passes through the session's stages before it is
+//! forwarded: client messages in order ([`Stage::from_client`]), upstream
+//! messages in reverse order ([`Stage::from_upstream`]), so the stage that
+//! sees a request first sees its response last, like layers of middleware.
+//! Policy, masking and recording are each meant to be one stage in their own
+//! module; the relay knows none of them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mcpgate_shared::jsonrpc::Message;
+
+use super::SessionContext;
+
+/// What a stage decided about one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    /// Pass it (possibly changed) to the next stage, then to the peer.
+    Forward(Message),
+    /// Answer the sender with this full, newline-terminated line (a
+    /// JSON-RPC error for a denied request, say); nothing is forwarded and
+    /// later stages do not see the message.
+    Reply(Vec<u8>),
+    /// Swallow it: nothing is forwarded and nobody is answered.
+    Drop,
+}
+
+/// One step of the relay pipeline. A stage is shared by both directions of
+/// a session (and may be shared by sessions), so it takes `&self`.
+///
+/// A stage that awaits (an approval, say) holds up later messages in its
+/// direction, never the other direction nor the session's deadline.
+// `from_client`/`from_upstream` read as "the message came from", not as
+// conversions; the names are the interface other modules implement.
+#[allow(clippy::wrong_self_convention)]
+#[async_trait]
+pub trait Stage: Send + Sync {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+
+    /// A message from the client, on its way to the upstream.
+    async fn from_client(&self, ctx: &SessionContext, msg: Message) -> Flow {
+        let _ = ctx;
+        Flow::Forward(msg)
+    }
+
+    /// A message from the upstream, on its way to the client.
+    async fn from_upstream(&self, ctx: &SessionContext, msg: Message) -> Flow {
+        let _ = ctx;
+        Flow::Forward(msg)
+    }
+}
+
+/// Which way a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    FromClient,
+    FromUpstream,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::FromClient => "client->upstream",
+            Direction::FromUpstream => "upstream->client",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Runs `msg` through `stages` for one direction: in order from the client,
+/// in reverse from the upstream. Stops at the first stage that does not
+/// forward.
+pub async fn run(
+    stages: &[Arc<dyn Stage>],
+    ctx: &SessionContext,
+    direction: Direction,
+    mut msg: Message,
+) -> Flow {
+    let n = stages.len();
+    for k in 0..n {
+        let stage = match direction {
+            Direction::FromClient => &stages[k],
+            Direction::FromUpstream => &stages[n - 1 - k],
+        };
+        let flow = match direction {
+            Direction::FromClient => stage.from_client(ctx, msg).await,
+            Direction::FromUpstream => stage.from_upstream(ctx, msg).await,
+        };
+        match flow {
+            Flow::Forward(next) => msg = next,
+            other => {
+                tracing::debug!(stage = stage.name(), %direction, "stage stopped the message");
+                return other;
+            }
+        }
+    }
+    Flow::Forward(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Notes when it ran; stops client messages when `stop` is set.
+    struct Trace {
+        name: &'static str,
+        seen: Arc<Mutex<Vec<String>>>,
+        stop: bool,
+    }
+
+    #[async_trait]
+    impl Stage for Trace {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        async fn from_client(&self, _: &SessionContext, msg: Message) -> Flow {
+            self.seen.lock().unwrap().push(format!("c:{}", self.name));
+            if self.stop {
+                Flow::Drop
+            } else {
+                Flow::Forward(msg)
+            }
+        }
+        async fn from_upstream(&self, _: &SessionContext, msg: Message) -> Flow {
+            self.seen.lock().unwrap().push(format!("u:{}", self.name));
+            Flow::Forward(msg)
+        }
+    }
+
+    fn ctx() -> SessionContext {
+        SessionContext {
+            session: "s".parse().unwrap(),
+            user: "u".parse().unwrap(),
+            server: "x".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn client_messages_run_in_order_upstream_messages_in_reverse() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stage = |name, stop| -> Arc<dyn Stage> {
+            Arc::new(Trace {
+                name,
+                seen: seen.clone(),
+                stop,
+            })
+        };
+        let stages = [stage("a", false), stage("b", false)];
+        let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        let flow = run(&stages, &ctx(), Direction::FromClient, msg.clone()).await;
+        assert_eq!(flow, Flow::Forward(msg.clone()));
+        run(&stages, &ctx(), Direction::FromUpstream, msg.clone()).await;
+        assert_eq!(*seen.lock().unwrap(), ["c:a", "c:b", "u:b", "u:a"]);
+
+        // A stage that stops a message hides it from the stages after it.
+        seen.lock().unwrap().clear();
+        let stages = [stage("a", true), stage("b", false)];
+        assert_eq!(
+            run(&stages, &ctx(), Direction::FromClient, msg).await,
+            Flow::Drop
+        );
+        assert_eq!(*seen.lock().unwrap(), ["c:a"]);
+    }
+}

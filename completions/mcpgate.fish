@@ -1,0 +1,63 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_mcpgate_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_mcpgate_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_mcpgate_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_mcpgate_using_subcommand
+    set -l cmd (__fish_mcpgate_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "login" -d 'Sign in to a broker and keep the token in the OS keyring (or a 0600 file)'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "logout" -d 'Forget the token and the broker settings on this machine'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "status" -d 'Show who you are logged in as, at which broker, and until when'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "servers" -d 'List the MCP servers you may connect to'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "connect" -d 'Relay MCP between stdin/stdout and a server, through the broker'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l broker -d 'The broker\'s HTTPS URL, e.g. https://mcpgate.example.com:8443' -r -f
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l ca-cert -d 'PEM file with the CA that signed the broker\'s certificate; kept for later commands (default: the system\'s root certificates)' -r -F
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l user -d 'Your user name at the broker' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l password-stdin -d 'Read the password from the first line of stdin (implied when stdin is not a terminal)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand logout" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'
+json\t'For programs: one JSON document'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -l check -d 'Also ask the broker whether the token is still good'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand servers" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'
+json\t'For programs: one JSON document'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand servers" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand servers" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand connect" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "login" -d 'Sign in to a broker and keep the token in the OS keyring (or a 0600 file)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "logout" -d 'Forget the token and the broker settings on this machine'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "status" -d 'Show who you are logged in as, at which broker, and until when'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "servers" -d 'List the MCP servers you may connect to'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "connect" -d 'Relay MCP between stdin/stdout and a server, through the broker'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
