@@ -1,0 +1,18 @@
+//! End-to-end tests: the real `mcpgate-broker` and `mcpgate` binaries, real
+//! MCP peers (the official Python SDK client, the official
+//! server-everything), real TLS, all on 127.0.0.1 with OS-picked ports.
+//!
+//! Run with `tests/run` (installs the peers and builds the binaries first).
+//!
+//! - [`relay`]: MCP through `mcpgate connect`: handshakes of both
+//!   generations, tools, sampling, progress, cancellation.
+//! - [`security`]: who may open a tunnel and what never crosses it.
+//! - [`bad_input`]: malformed, batched, oversized messages; unknown servers;
+//!   a crashing upstream.
+//! - [`restart`]: what survives a broker restart.
+
+mod bad_input;
+mod fixtures;
+mod relay;
+mod restart;
+mod security;
