@@ -162,6 +162,13 @@ impl DemoServer {
                     && let Value::Object(fields) = &mut result
                 {
                     fields.insert("resultType".into(), "complete".into());
+                    // 2026-07-28 list results carry cache hints; the
+                    // gateway will filter lists per role, so never cache
+                    // them across users.
+                    if method == mcp::TOOLS_LIST {
+                        fields.insert("ttlMs".into(), 0.into());
+                        fields.insert("cacheScope".into(), "private".into());
+                    }
                 }
                 result_line(id, result)
             }
@@ -785,6 +792,8 @@ mod tests {
             &json!({"jsonrpc":"2.0","id":2,"method":"tools/list","params": meta}).to_string(),
         );
         assert_eq!(r["result"]["resultType"], "complete");
+        assert_eq!(r["result"]["cacheScope"], "private");
+        assert_eq!(r["result"]["ttlMs"], 0);
         let r = ask(&s, r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
         assert!(r["result"].get("resultType").is_none());
     }

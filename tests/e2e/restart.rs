@@ -1,10 +1,11 @@
 //! What survives a broker restart: the session records (the evidence), read
-//! back with `mcpgate-broker sessions`.
+//! back with `mcpgate-broker sessions`, and the rule that an old certificate
+//! opens nothing.
 
 use std::time::Duration;
 
 use mcpgate_tests::broker::{Broker, EVERYTHING};
-use mcpgate_tests::tunnel::{Api, open_tunnel, tool_text};
+use mcpgate_tests::tunnel::{Api, Session, Tunnel, open_tunnel, tool_text};
 use serde_json::{Value, json};
 
 use crate::fixtures::{ALICE, broker};
@@ -22,13 +23,18 @@ fn find<'a>(list: &'a [Value], id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("session {id} is not listed: {list:?}"))
 }
 
-#[tokio::test]
-async fn session_records_survive_a_broker_restart() {
-    let mut broker = broker();
+/// Before a restart: one session that has ended, one still open.
+struct Before {
+    ended_id: String,
+    live: Session,
+    live_id: String,
+    open: Tunnel,
+}
+
+async fn two_sessions(broker: &Broker) -> Before {
     let api = Api::new(broker.api_url(), &broker.ca_pem());
     let token = api.token(ALICE).await;
 
-    // One session that ended before the restart...
     let ended = api.new_session(&token, EVERYTHING).await;
     let ended_id = ended.response.session_id.to_string();
     let mut t = ended.open_ready().await;
@@ -42,7 +48,6 @@ async fn session_records_survive_a_broker_restart() {
         |l| l.contains("session ended") && l.contains(&ended_id),
     );
 
-    // ...and one still open when the broker goes down.
     let live = api.new_session(&token, EVERYTHING).await;
     let live_id = live.response.session_id.to_string();
     let mut open = live.open_ready().await;
@@ -52,36 +57,44 @@ async fn session_records_survive_a_broker_restart() {
         .await;
     assert_eq!(tool_text(&echo), "Echo: before restart");
 
-    let before = sessions(&broker);
-    assert_eq!(find(&before, &ended_id)["state"], "ended");
-    assert_eq!(find(&before, &live_id)["state"], "connected");
+    let list = sessions(broker);
+    assert_eq!(find(&list, &ended_id)["state"], "ended");
+    assert_eq!(find(&list, &live_id)["state"], "connected");
+    Before {
+        ended_id,
+        live,
+        live_id,
+        open,
+    }
+}
 
-    broker.restart();
-    // The open tunnel did not survive the restart...
-    assert_eq!(open.recv().await, None, "a tunnel outlived the broker");
+/// After the restart: the open tunnel is gone, the ended record is intact,
+/// the old certificate opens nothing, new sessions work. Returns the live
+/// session's record for the caller to check how it was closed out.
+async fn after_restart(broker: &Broker, mut before: Before) -> Value {
+    assert_eq!(
+        before.open.recv_reply().await,
+        None,
+        "a tunnel outlived the broker"
+    );
 
-    // ...but both records did, with the live one closed out as aborted.
-    let after = sessions(&broker);
-    let e = find(&after, &ended_id);
+    let list = sessions(broker);
+    let e = find(&list, &before.ended_id);
     assert_eq!(e["state"], "ended", "{e}");
     assert_eq!(e["user"], ALICE);
     assert_eq!(e["server"], EVERYTHING);
     assert!(e["ended_at"].as_u64().is_some(), "{e}");
-    let l = find(&after, &live_id);
-    assert_eq!(l["state"], "aborted", "{l}");
 
-    // A certificate from before the restart opens nothing now (the tunnel
-    // listens on a new port).
+    // The tunnel listens on a new port now; the old certificate is refused.
     let retry = open_tunnel(
         broker.tunnel_addr(),
-        &live.response.tunnel_server_name,
-        &live.response.ca_pem,
-        Some(live.identity()),
+        &before.live.response.tunnel_server_name,
+        &before.live.response.ca_pem,
+        Some(before.live.identity()),
     )
     .await;
     assert!(retry.is_refused(), "{}", retry.describe());
 
-    // And the restarted broker serves new sessions.
     let api = Api::new(broker.api_url(), &broker.ca_pem());
     let token = api.token(ALICE).await;
     let mut t = api.new_session(&token, EVERYTHING).await.open_ready().await;
@@ -90,4 +103,34 @@ async fn session_records_survive_a_broker_restart() {
         .call_tool("echo", json!({"message": "after restart"}))
         .await;
     assert_eq!(tool_text(&echo), "Echo: after restart");
+
+    find(&list, &before.live_id).clone()
+}
+
+#[tokio::test]
+async fn session_records_survive_a_graceful_restart() {
+    let mut broker = broker();
+    let before = two_sessions(&broker).await;
+    assert!(
+        broker.stop_and_start(),
+        "the broker did not exit on SIGTERM"
+    );
+    let live = after_restart(&broker, before).await;
+    // A graceful shutdown closes the live session out itself.
+    assert_eq!(live["state"], "ended", "{live}");
+    assert!(live["ended_at"].as_u64().is_some(), "{live}");
+    assert!(
+        live["end_reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{live}"
+    );
+}
+
+#[tokio::test]
+async fn session_records_survive_a_crash_and_live_ones_are_aborted() {
+    let mut broker = broker();
+    let before = two_sessions(&broker).await;
+    broker.crash_and_restart();
+    let live = after_restart(&broker, before).await;
+    // Nobody closed it out before the crash; the restarted broker must.
+    assert_eq!(live["state"], "aborted", "{live}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mcpgate_shared::api::ErrorCode;
 use mcpgate_tests::Cli;
-use mcpgate_tests::broker::{Broker, EVERYTHING};
+use mcpgate_tests::broker::{Broker, DEMO, EVERYTHING};
 use mcpgate_tests::certs::{facts, sign_with_broker_ca, sign_with_foreign_ca};
 use mcpgate_tests::cli::exit;
 use mcpgate_tests::python::through_gateway;
@@ -214,14 +214,14 @@ fn broker_environment_never_reaches_the_upstream() {
 async fn configured_credential_never_reaches_the_client() {
     let credential = unique("demo-db-credential");
     let broker = builder()
-        .server_env(mcpgate_tests::broker::DEMO, "DEMO_DB_PASSWORD", &credential)
+        .server_env(DEMO, "DEMO_DB_PASSWORD", &credential)
         .start();
 
     // Everything the demo server offers, called through a raw tunnel; every
-    // byte that comes back is kept.
+    // message that comes back is kept.
     let api = Api::new(broker.api_url(), &broker.ca_pem());
     let token = api.token(ALICE).await;
-    let session = api.new_session(&token, mcpgate_tests::broker::DEMO).await;
+    let session = api.new_session(&token, DEMO).await;
     let mut t = session.open_ready().await;
     let mut received: Vec<Value> = vec![t.initialize().await];
     let tools = t.request("tools/list", json!({})).await;
@@ -233,7 +233,13 @@ async fn configured_credential_never_reaches_the_client() {
     assert!(!tools.is_empty(), "the demo server lists no tools");
     for tool in &tools {
         let name = tool["name"].as_str().expect("a tool name");
-        received.push(t.call_tool(name, json!({})).await);
+        let resp = t.call_tool(name, json!({})).await;
+        if name == "list_customers" {
+            // The demo server answers only when it holds the credential:
+            // it did reach the upstream.
+            assert_eq!(resp["result"]["isError"], json!(false), "{resp}");
+        }
+        received.push(resp);
     }
     for method in ["resources/list", "prompts/list"] {
         received.push(t.request(method, json!({})).await);
@@ -245,13 +251,29 @@ async fn configured_credential_never_reaches_the_client() {
         "the credential reached the client"
     );
 
-    // The Python SDK's view of the same server, through the CLI.
+    // The same through `mcpgate connect`: every byte on its stdout and stderr.
     let cli = Cli::new(&broker);
     cli.login_ok(ALICE);
-    let run = through_gateway(&cli, mcpgate_tests::broker::DEMO, "demo", &[]);
-    run.expect_ok();
-    assert!(!run.output.stdout.contains(&credential));
-    assert!(!run.output.stderr.contains(&credential));
+    let mut connect = cli.spawn_connect(DEMO);
+    let mut lines = Vec::new();
+    connect.send_json(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"e2e","version":"0"}}}));
+    let (init, _) = connect.recv_response(&json!(1), Duration::from_secs(30));
+    lines.push(init);
+    connect.send_json(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+    connect.send_json(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_customers","arguments":{}}}));
+    let (customers, before) = connect.recv_response(&json!(2), Duration::from_secs(30));
+    assert_eq!(customers["result"]["isError"], json!(false), "{customers}");
+    lines.extend(before);
+    lines.push(customers);
+    connect.close_stdin();
+    connect.wait(Duration::from_secs(30));
+    assert!(
+        !serde_json::to_string(&lines)
+            .expect("JSON")
+            .contains(&credential)
+    );
+    assert!(!connect.stderr().contains(&credential));
     // Nor does the broker log it.
     assert!(!broker.log().contains(&credential));
 }

@@ -444,10 +444,22 @@ impl Broker {
         }
     }
 
-    /// Stops the broker and starts it again on the same config and data
-    /// (the ports change: they are picked anew).
-    pub fn restart(&mut self) {
-        self.stop();
+    /// Stops the broker (SIGTERM) and starts it again on the same config
+    /// and data (the ports change: they are picked anew). Returns whether it
+    /// exited on SIGTERM.
+    pub fn stop_and_start(&mut self) -> bool {
+        let graceful = self.stop();
+        self.spawn();
+        graceful
+    }
+
+    /// Kills the broker with SIGKILL (a crash: no chance to close anything
+    /// out) and starts it again on the same config and data.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         self.spawn();
     }
 

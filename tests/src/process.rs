@@ -213,6 +213,18 @@ impl LineChild {
             .unwrap_or_else(|e| panic!("not JSON from {}: {e}: {line}", self.what))
     }
 
+    /// The next message that is not a notification. Panics on EOF or
+    /// timeout.
+    pub fn recv_reply(&mut self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let msg = self.recv_json(deadline.saturating_duration_since(Instant::now()));
+            if !(msg.get("method").is_some() && msg.get("id").is_none()) {
+                return msg;
+            }
+        }
+    }
+
     /// Reads messages until the response (result or error) to `id`; the
     /// messages before it are returned too, in order.
     pub fn recv_response(&mut self, id: &Value, timeout: Duration) -> (Value, Vec<Value>) {

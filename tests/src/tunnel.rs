@@ -355,6 +355,26 @@ impl Tunnel {
         }
     }
 
+    /// The next message that is not a notification (server-everything, for
+    /// one, sends `notifications/tools/list_changed` at its own pace).
+    /// `None` on EOF.
+    pub async fn recv_reply(&mut self) -> Option<Value> {
+        loop {
+            let msg = self.recv().await?;
+            if !(msg.get("method").is_some() && msg.get("id").is_none()) {
+                return Some(msg);
+            }
+        }
+    }
+
+    /// Like [`Tunnel::recv_reply`], but gives up after `timeout`:
+    /// `Err(())` then, where [`Tunnel::recv`] would panic.
+    pub async fn try_recv_reply_within(&mut self, timeout: Duration) -> Result<Option<Value>, ()> {
+        tokio::time::timeout(timeout, self.recv_reply())
+            .await
+            .map_err(|_| ())
+    }
+
     /// Reads until the response to `id`, returning it and everything that
     /// came before it. Panics on EOF.
     pub async fn recv_response(&mut self, id: &Value) -> (Value, Vec<Value>) {

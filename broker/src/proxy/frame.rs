@@ -52,6 +52,18 @@ pub struct LineReader<R> {
     line: Vec<u8>,
     /// Set while skipping an oversized line: its head and length so far.
     skipping: Option<(Vec<u8>, usize)>,
+    /// The last [`TAIL_BYTES`] of the line being skipped: the TypeScript SDK
+    /// writes `id` after `result`, so the head alone often has no id.
+    tail: Vec<u8>,
+}
+
+/// How much of the end of an oversized line is kept to find a trailing id.
+pub const TAIL_BYTES: usize = 256;
+
+fn keep_tail(tail: &mut Vec<u8>, part: &[u8]) {
+    tail.extend_from_slice(&part[part.len().saturating_sub(TAIL_BYTES)..]);
+    let extra = tail.len().saturating_sub(TAIL_BYTES);
+    tail.drain(..extra);
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -61,6 +73,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             limit,
             line: Vec::new(),
             skipping: None,
+            tail: Vec::new(),
         }
     }
 
@@ -72,7 +85,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             let chunk = self.inner.fill_buf().await?;
             if chunk.is_empty() {
                 if let Some((head, bytes)) = self.skipping.take() {
-                    return Ok(Some(oversized(&head, bytes)));
+                    return Ok(Some(oversized(
+                        &head,
+                        &std::mem::take(&mut self.tail),
+                        bytes,
+                    )));
                 }
                 let line = std::mem::take(&mut self.line);
                 if is_blank(&line) {
@@ -87,8 +104,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             };
             let frame = if let Some((head, bytes)) = &mut self.skipping {
                 *bytes += part.len();
+                keep_tail(&mut self.tail, part);
                 if newline.is_some() {
-                    let frame = oversized(head, *bytes);
+                    let frame = oversized(head, &std::mem::take(&mut self.tail), *bytes);
                     self.skipping = None;
                     Some(frame)
                 } else {
@@ -96,6 +114,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 }
             } else if self.line.len() + part.len() > self.limit {
                 let bytes = self.line.len() + part.len();
+                self.tail.clear();
+                keep_tail(&mut self.tail, &self.line);
+                keep_tail(&mut self.tail, part);
                 let mut head = std::mem::take(&mut self.line);
                 head.truncate(HEAD_BYTES);
                 let room = HEAD_BYTES - head.len();
@@ -104,7 +125,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 // that much memory for the rest of a long skip.
                 head.shrink_to_fit();
                 if newline.is_some() {
-                    Some(oversized(&head, bytes))
+                    Some(oversized(&head, &std::mem::take(&mut self.tail), bytes))
                 } else {
                     self.skipping = Some((head, bytes));
                     None
@@ -128,11 +149,64 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 }
 
-fn oversized(head: &[u8], bytes: usize) -> Frame {
-    Frame::Oversized {
-        bytes,
-        head: sniff(head),
+fn oversized(head: &[u8], tail: &[u8], bytes: usize) -> Frame {
+    let mut found = sniff(head);
+    if !found.has_id {
+        if let Some(id) = sniff_tail(tail) {
+            found.id = Some(id);
+            found.has_id = true;
+        }
     }
+    Frame::Oversized { bytes, head: found }
+}
+
+/// Reads a top-level `id` that closes the object: the end of the line must
+/// be `"id": VALUE }` or `"id": VALUE, "jsonrpc": "2.0" }` (JSON-RPC members
+/// in either order). A nested `id` is always followed by more closing
+/// brackets, so it cannot match. Only string ids without escapes and
+/// integer ids are read.
+pub fn sniff_tail(tail: &[u8]) -> Option<Id> {
+    fn trim_end(t: &[u8]) -> &[u8] {
+        let n = t
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        &t[..n]
+    }
+    fn strip<'a>(t: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
+        t.strip_suffix(suffix).map(trim_end)
+    }
+    let t = strip(trim_end(tail), b"}")?;
+    // An optional `, "jsonrpc": "2.0"` after the id.
+    let t = match strip(t, b"\"2.0\"")
+        .and_then(|t| strip(t, b":"))
+        .and_then(|t| strip(t, b"\"jsonrpc\""))
+        .and_then(|t| strip(t, b","))
+    {
+        Some(rest) => rest,
+        None => t,
+    };
+    let (id, before) = if let Some(inner) = t.strip_suffix(b"\"") {
+        let start = inner.iter().rposition(|&b| b == b'"')?;
+        let text = &inner[start + 1..];
+        if text.contains(&b'\\') {
+            return None;
+        }
+        (
+            Id::String(std::str::from_utf8(text).ok()?.to_owned()),
+            &inner[..start],
+        )
+    } else {
+        let start = t
+            .iter()
+            .rposition(|b| !(b.is_ascii_digit() || *b == b'-'))
+            .map_or(0, |i| i + 1);
+        let n: i64 = std::str::from_utf8(&t[start..]).ok()?.parse().ok()?;
+        (Id::Number(n), &t[..start])
+    };
+    let before = strip(trim_end(before), b":")?;
+    let before = strip(before, b"\"id\"")?;
+    matches!(before.last(), Some(b',') | Some(b'{')).then_some(id)
 }
 
 fn is_blank(line: &[u8]) -> bool {
@@ -244,6 +318,45 @@ fn id_at(text: &[u8], i: usize) -> Option<Id> {
                 .map(Id::Number)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+
+    #[test]
+    fn trailing_top_level_ids_are_found_and_nested_ones_are_not() {
+        assert_eq!(
+            sniff_tail(br#"xx"}]},"jsonrpc":"2.0","id":5}"#),
+            Some(Id::Number(5))
+        );
+        assert_eq!(
+            sniff_tail(br#"xx"}]}, "id" : "a-1" }  "#),
+            Some(Id::String("a-1".into()))
+        );
+        assert_eq!(
+            sniff_tail(br#"xx"}]},"id":0,"jsonrpc":"2.0"}"#),
+            Some(Id::Number(0))
+        );
+        assert_eq!(sniff_tail(br#"{"x":{"id":3}}}"#), None);
+        assert_eq!(sniff_tail(br#"{"x":[{"id":3}]}"#), None);
+        assert_eq!(sniff_tail(br#""text":"id":4}"#), None);
+        assert_eq!(sniff_tail(b""), None);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_response_with_its_id_at_the_end_is_addressed() {
+        let big = "a".repeat(10_000);
+        let line = format!("{{\"result\":{{\"text\":\"{big}\"}},\"jsonrpc\":\"2.0\",\"id\":77}}\n");
+        let mut r = LineReader::new(line.as_bytes(), 1024);
+        match r.next().await.unwrap() {
+            Some(Frame::Oversized { head, .. }) => {
+                assert_eq!(head.id, Some(Id::Number(77)));
+                assert!(head.outcome);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 
