@@ -151,11 +151,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
 
 fn oversized(head: &[u8], tail: &[u8], bytes: usize) -> Frame {
     let mut found = sniff(head);
-    if !found.has_id {
-        if let Some(id) = sniff_tail(tail) {
-            found.id = Some(id);
-            found.has_id = true;
-        }
+    if let Some(id) = sniff_tail(tail).filter(|_| !found.has_id) {
+        found.id = Some(id);
+        found.has_id = true;
     }
     Frame::Oversized { bytes, head: found }
 }
