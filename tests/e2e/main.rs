@@ -10,9 +10,11 @@
 //! - [`bad_input`]: malformed, batched, oversized messages; unknown servers;
 //!   a crashing upstream.
 //! - [`restart`]: what survives a broker restart.
+//! - [`quickstart`]: the README's one-command broker and demo session.
 
 mod bad_input;
 mod fixtures;
+mod quickstart;
 mod relay;
 mod restart;
 mod security;
