@@ -320,3 +320,33 @@ fn cli_keeps_no_private_key_on_disk() {
     connect.wait(Duration::from_secs(30));
     check("after the session");
 }
+
+#[test]
+fn failed_logins_are_rate_limited_and_never_log_the_password() {
+    let broker = builder()
+        .edit(|doc| {
+            doc["login"]["max_failures"] = toml_edit::value(3);
+            doc["login"]["window"] = toml_edit::value("10m");
+        })
+        .start();
+    let cli = Cli::new(&broker);
+    let wrong = unique("wrong-password");
+    for _ in 0..3 {
+        let out = cli.login_with_password(ALICE, &wrong);
+        assert_eq!(out.code(), 11, "a wrong password is exit 11: {out}");
+    }
+    // Locked now, even with the right password: the limit is per user.
+    let out = cli.login(ALICE);
+    assert_eq!(out.code(), 16, "over the limit is exit 16: {out}");
+    assert!(
+        out.stderr.contains("rate limited") || out.stderr.contains("too many"),
+        "{out}"
+    );
+    // Bob logs in from the same address, which is over its limit too.
+    let other = Cli::new(&broker);
+    assert_eq!(other.login(BOB).code(), 16);
+    let log = broker.log();
+    assert!(log.contains("login failed"), "{log}");
+    assert!(log.contains("too many failed attempts"), "{log}");
+    assert!(!log.contains(&wrong), "the password reached the log");
+}
