@@ -162,13 +162,28 @@ mod tests {
     /// The whole client path against a stand-in broker on 127.0.0.1: the
     /// HTTPS API signs the CSR, the tunnel checks the certificate, says
     /// ready and echoes; stdin EOF ends the session cleanly.
+    /// A logged-in alice at the test broker.
+    fn test_login(pki: &crate::testing::TestPki, api_addr: std::net::SocketAddr) -> Login {
+        use crate::state::{State, TokenStore};
+        Login {
+            state: State {
+                broker: format!("https://{api_addr}").parse().unwrap(),
+                ca_pem: Some(pki.ca_pem()),
+                user: "alice".parse().unwrap(),
+                roles: vec![],
+                expires_at: u64::MAX,
+                token_store: TokenStore::File,
+            },
+            token: mcpgate_shared::secret::Secret::new("tok-1".into()),
+        }
+    }
+
     #[tokio::test]
     async fn connect_opens_a_session_and_relays_through_the_tunnel() {
         use std::sync::Arc;
 
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-        use crate::state::{State, TokenStore};
         use crate::testing::{SESSION_ID, TestPki};
 
         let pki = Arc::new(TestPki::new());
@@ -198,17 +213,7 @@ mod tests {
             })
             .await;
 
-        let login = Login {
-            state: State {
-                broker: format!("https://{api_addr}").parse().unwrap(),
-                ca_pem: Some(pki.ca_pem()),
-                user: "alice".parse().unwrap(),
-                roles: vec![],
-                expires_at: u64::MAX,
-                token_store: TokenStore::File,
-            },
-            token: mcpgate_shared::secret::Secret::new("tok-1".into()),
-        };
+        let login = test_login(&pki, api_addr);
         let (rd, wr) = open_session(&login, &"demo".parse().unwrap())
             .await
             .unwrap();
@@ -225,7 +230,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_forbidden_server_fails_before_any_tunnel() {
-        use crate::state::{State, TokenStore};
         use crate::testing::TestPki;
 
         let pki = TestPki::new();
@@ -237,17 +241,7 @@ mod tests {
                 )
             })
             .await;
-        let login = Login {
-            state: State {
-                broker: format!("https://{api_addr}").parse().unwrap(),
-                ca_pem: Some(pki.ca_pem()),
-                user: "alice".parse().unwrap(),
-                roles: vec![],
-                expires_at: u64::MAX,
-                token_store: TokenStore::File,
-            },
-            token: mcpgate_shared::secret::Secret::new("tok-1".into()),
-        };
+        let login = test_login(&pki, api_addr);
         let err = open_session(&login, &"db".parse().unwrap())
             .await
             .err()
