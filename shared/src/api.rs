@@ -3,11 +3,17 @@
 //!
 //! | method | path | body | answer |
 //! | --- | --- | --- | --- |
+//! | GET | `/v1/auth` | — | [`AuthMethods`] |
 //! | POST | `/v1/login` | [`LoginRequest`] | [`TokenResponse`] |
 //! | GET | `/v1/whoami` | — (Bearer token) | [`WhoAmI`] |
 //! | GET | `/v1/servers` | — (Bearer token) | [`ServersResponse`] |
 //! | POST | `/v1/sessions` | [`SessionRequest`] (Bearer token) | [`SessionResponse`] |
 //! | GET | `/healthz` | — | `ok` |
+//!
+//! The Bearer token is either one `/v1/login` returned (local users) or a
+//! token from an OpenID Provider the broker trusts: a JWT access token for
+//! the broker's resource (`typ: at+jwt`) or an ID token for the CLI's client
+//! id. The broker verifies it at every call.
 //!
 //! Errors are [`ApiError`] bodies with a matching HTTP status.
 //!
@@ -18,6 +24,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::{RoleName, ServerName, SessionId, UserName};
 use crate::secret::Secret;
+
+/// `GET /v1/auth`: how people sign in to this broker. Needs no token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthMethods {
+    /// Local users with passwords (`POST /v1/login`) are configured.
+    pub password: bool,
+    /// OpenID Providers people log in with, in config order; the first is
+    /// the default.
+    #[serde(default)]
+    pub oidc: Vec<OidcLogin>,
+}
+
+/// One OpenID Provider, as the CLI needs it to run a login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcLogin {
+    /// The config's short name for it, e.g. `corp`.
+    pub name: String,
+    /// The issuer URL, exactly as the provider spells it.
+    pub issuer: String,
+    /// The public (PKCE) client the CLI logs in as.
+    pub client_id: String,
+    /// Scopes to ask for (`openid` and `offline_access` included).
+    pub scopes: Vec<String>,
+    /// The resource indicator (RFC 8707) to ask tokens for. When set, the
+    /// CLI presents the JWT access token for it; otherwise the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
 
 /// `POST /v1/login`: a local user's name and password.
 #[derive(Debug, Clone, Serialize, Deserialize)]
