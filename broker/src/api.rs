@@ -14,16 +14,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mcpgate_shared::api::{
-    ApiError, ErrorCode, LoginRequest, ServerInfo, ServersResponse, SessionRequest,
-    SessionResponse, TokenResponse, WhoAmI,
+    ApiError, AuthMethods, ErrorCode, LoginRequest, OidcLogin, ServerInfo, ServersResponse,
+    SessionRequest, SessionResponse, TokenResponse, WhoAmI,
 };
 use mcpgate_shared::identity::CertIdentity;
 use mcpgate_shared::names::{RoleName, SessionId, UserName};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use crate::auth::{AuthError, Claims, Credentials, Identity, unix_now};
+use crate::auth::{AuthError, Credentials, Identity, TOKEN_ISSUER, unix_now};
 use crate::ca::CaError;
+use crate::oidc::{self, Rejection};
 use crate::serve::Broker;
 use crate::session::{SessionRecord, SessionState};
 
@@ -76,6 +77,18 @@ impl From<AuthError> for Failure {
     }
 }
 
+impl From<Rejection> for Failure {
+    fn from(r: Rejection) -> Self {
+        let (status, code) = match &r {
+            Rejection::Expired => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired),
+            Rejection::Invalid(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
+            Rejection::NoRole(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Rejection::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal),
+        };
+        Failure::new(status, code, r.to_string())
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let body = ApiError {
@@ -98,6 +111,7 @@ type ApiResult<T> = Result<Json<T>, Failure>;
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/auth", get(auth_methods))
         .route("/v1/login", post(login))
         .route("/v1/whoami", get(whoami))
         .route("/v1/servers", get(servers))
@@ -109,6 +123,28 @@ pub fn router(broker: Arc<Broker>) -> Router {
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Failure> {
     serde_json::from_slice(body)
         .map_err(|e| Failure::bad_request(format!("invalid request body: {e}")))
+}
+
+/// How to sign in: needs no token, so the CLI can ask before a login.
+async fn auth_methods(State(b): State<Arc<Broker>>) -> Json<AuthMethods> {
+    let oidc = b
+        .config
+        .oidc
+        .iter()
+        .filter_map(|i| {
+            i.client_id.as_ref().map(|client_id| OidcLogin {
+                name: i.name.clone(),
+                issuer: i.issuer.clone(),
+                client_id: client_id.clone(),
+                scopes: i.scopes.clone(),
+                resource: i.resource.clone(),
+            })
+        })
+        .collect();
+    Json(AuthMethods {
+        password: !b.config.users.is_empty(),
+        oidc,
+    })
 }
 
 async fn login(
@@ -148,17 +184,25 @@ async fn login(
     }
 }
 
-/// The caller's verified identity, with roles looked up now (not taken
-/// from the token, so removing a role takes effect at once).
-async fn caller(
-    b: &Broker,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<(Claims, Identity), Failure> {
+/// A verified API caller.
+struct Caller {
+    identity: Identity,
+    /// When the presented token expires (unix seconds).
+    expires_at: u64,
+    /// A shorter certificate lifetime for this caller (CI workloads).
+    cert_ttl: Option<std::time::Duration>,
+}
+
+/// The caller's verified identity. For the broker's own tokens the roles
+/// are looked up now (not taken from the token, so removing a role takes
+/// effect at once); for an OpenID Provider's token they come from its
+/// groups or claim rules, read from this very token.
+async fn caller(b: &Broker, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Failure> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
         .ok_or_else(|| {
             Failure::new(
                 StatusCode::UNAUTHORIZED,
@@ -166,7 +210,20 @@ async fn caller(
                 "missing bearer token; log in first",
             )
         })?;
-    let claims = b.tokens.verify(token.trim()).map_err(|e| {
+    if oidc::unverified_issuer(token).as_deref() != Some(TOKEN_ISSUER) && !b.oidc.is_empty() {
+        return match b.oidc.verify(token).await {
+            Ok(v) => Ok(Caller {
+                identity: v.identity,
+                expires_at: v.expires_at,
+                cert_ttl: v.cert_ttl,
+            }),
+            Err(e) => {
+                warn!(client = %peer, reason = %e, "API call refused: identity provider token");
+                Err(e.into())
+            }
+        };
+    }
+    let claims = b.tokens.verify(token).map_err(|e| {
         warn!(client = %peer, reason = %e, "API call refused: bad token");
         Failure::from(e)
     })?;
@@ -178,12 +235,15 @@ async fn caller(
             "this user no longer exists at the broker",
         )
     })?;
-    let identity = Identity {
-        user: claims.sub.clone(),
-        roles,
-        issuer: claims.idp.clone(),
-    };
-    Ok((claims, identity))
+    Ok(Caller {
+        identity: Identity {
+            user: claims.sub.clone(),
+            roles,
+            issuer: claims.idp.clone(),
+        },
+        expires_at: claims.exp,
+        cert_ttl: None,
+    })
 }
 
 async fn whoami(
@@ -191,12 +251,12 @@ async fn whoami(
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
 ) -> ApiResult<WhoAmI> {
-    let (claims, id) = caller(&b, &headers, peer).await?;
+    let c = caller(&b, &headers, peer).await?;
     Ok(Json(WhoAmI {
-        user: id.user,
-        roles: id.roles,
-        issuer: id.issuer,
-        expires_at: claims.exp,
+        user: c.identity.user,
+        roles: c.identity.roles,
+        issuer: c.identity.issuer,
+        expires_at: c.expires_at,
     }))
 }
 
@@ -205,7 +265,7 @@ async fn servers(
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
 ) -> ApiResult<ServersResponse> {
-    let (_, id) = caller(&b, &headers, peer).await?;
+    let id = caller(&b, &headers, peer).await?.identity;
     let servers = b
         .config
         .servers_for(&id.roles)
@@ -227,7 +287,11 @@ async fn create_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<SessionResponse> {
-    let (_, id) = caller(&b, &headers, peer).await?;
+    let Caller {
+        identity: id,
+        cert_ttl,
+        ..
+    } = caller(&b, &headers, peer).await?;
     let req: SessionRequest = parse_body(&body)?;
     if !b.config.servers.contains_key(&req.server) {
         warn!(user = %id.user, client = %peer, server = %req.server, "session refused: unknown server");
@@ -254,9 +318,12 @@ async fn create_session(
         user: id.user.clone(),
         server: req.server.clone(),
     };
-    let cert = b
-        .ca
-        .sign_session(&req.csr_pem, &cert_identity, b.config.broker.cert_ttl)
+    let cert =
+        b.ca.sign_session(
+            &req.csr_pem,
+            &cert_identity,
+            cert_ttl.unwrap_or(b.config.broker.cert_ttl),
+        )
         .map_err(|e| match e {
             CaError::WeakKey(_) => {
                 warn!(user = %id.user, client = %peer, reason = %e, "session refused: weak key");
@@ -315,8 +382,7 @@ async fn list_sessions(
     Extension(Peer(peer)): Extension<Peer>,
     headers: HeaderMap,
 ) -> ApiResult<Vec<SessionRecord>> {
-    let (_, id) = caller(&b, &headers, peer).await?;
-    let user: UserName = id.user;
+    let user: UserName = caller(&b, &headers, peer).await?.identity.user;
     let all = b
         .store
         .run(|s| s.list(1000))

@@ -29,7 +29,8 @@ use crate::config::LocalUser;
 
 /// Issuer name of the broker's own tokens and of local users.
 pub const LOCAL_ISSUER: &str = "local";
-const TOKEN_ISSUER: &str = "mcpgate-broker";
+/// `iss` of the broker's own tokens.
+pub const TOKEN_ISSUER: &str = "mcpgate-broker";
 const TOKEN_AUDIENCE: &str = "mcpgate-api";
 
 #[derive(Debug, thiserror::Error)]

@@ -44,6 +44,10 @@ pub struct Config {
     pub users: BTreeMap<UserName, LocalUser>,
     #[serde(default)]
     pub servers: BTreeMap<ServerName, Server>,
+    /// OpenID Providers whose tokens the broker accepts: the company IdP
+    /// people log in with, and CI platforms' token issuers.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuer>,
     /// Where the file was read from; relative paths in it are relative to
     /// its folder.
     #[serde(skip)]
@@ -124,6 +128,113 @@ pub struct LocalUser {
     pub roles: Vec<RoleName>,
 }
 
+/// One OpenID Provider the broker trusts (`[[oidc]]`).
+///
+/// The broker verifies its tokens itself, against the keys its discovery
+/// document points to: JWT access tokens (`typ: at+jwt`, RFC 9068) whose
+/// `aud` is in `audiences`, and ID tokens (any other `typ`) whose `aud` is
+/// `client_id` or in `id_token_audiences`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// A short name for messages and `mcpgate login --issuer NAME`.
+    pub name: String,
+    /// The issuer URL, compared exactly with the discovery document and
+    /// every token's `iss` (no trailing slash added or removed). `https`,
+    /// or `http` on a loopback address only.
+    pub issuer: String,
+    /// The public (PKCE) client `mcpgate login` uses at this provider; ID
+    /// tokens issued to it are accepted. Providers without one are not
+    /// offered for interactive login (CI token issuers).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The resource indicator (RFC 8707) the CLI asks access tokens for.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Accepted `aud` values of JWT access tokens; defaults to `resource`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted `aud` values of ID-type tokens besides `client_id`, e.g.
+    /// the audience a CI job requests its platform's OIDC token for.
+    #[serde(default)]
+    pub id_token_audiences: Vec<String>,
+    /// Scopes the CLI asks for.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim that lists a person's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// People's `email` must be in one of these domains (and not marked
+    /// unverified). Empty: any domain.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// Allowed clock difference for `exp`, `nbf` and `iat`.
+    #[serde(default = "default_clock_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Tokens issued longer ago than this are refused, whatever their
+    /// `exp`, so that group changes at the provider take effect quickly.
+    #[serde(default = "default_max_token_age", with = "humantime_serde")]
+    pub max_token_age: Duration,
+    /// An unknown `kid` refetches the keys at most this often.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
+    /// Keys are refetched after this long even when every `kid` is known.
+    #[serde(default = "default_jwks_max_age", with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// Extra CA certificates (PEM) for the provider's HTTPS, relative to
+    /// this file; the system roots are always trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Groups to roles, for people.
+    #[serde(default)]
+    pub groups: Vec<GroupRule>,
+    /// Claim rules to roles, for CI jobs and other workloads.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadRule>,
+}
+
+/// `[[oidc.groups]]`: members of `group` get `roles`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRule {
+    pub group: String,
+    pub roles: Vec<RoleName>,
+}
+
+/// `[[oidc.workloads]]`: a token whose claims match every entry of
+/// `claims` is the workload `name` with `roles`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadRule {
+    /// The identity sessions are recorded under.
+    pub name: UserName,
+    /// Claim name to the required value, or to a list of accepted values.
+    /// Values are compared exactly.
+    pub claims: BTreeMap<String, ClaimMatch>,
+    pub roles: Vec<RoleName>,
+    /// Session certificates for this workload live this long (at most
+    /// `broker.cert_ttl`).
+    #[serde(default = "default_workload_cert_ttl", with = "humantime_serde")]
+    pub cert_ttl: Duration,
+}
+
+/// One accepted value or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimMatch {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl ClaimMatch {
+    pub fn accepts(&self, value: &str) -> bool {
+        match self {
+            ClaimMatch::One(v) => v == value,
+            ClaimMatch::Any(vs) => vs.iter().any(|v| v == value),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "transport", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Server {
@@ -202,6 +313,29 @@ fn default_window() -> Duration {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(2)
+}
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile", "groups", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_clock_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_token_age() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_workload_cert_ttl() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 impl Config {
@@ -286,6 +420,73 @@ impl Config {
                 return Err(invalid(format!("server {name:?}: command is empty")));
             }
         }
+        self.check_oidc().map_err(invalid)
+    }
+
+    fn check_oidc(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut issuers = std::collections::BTreeSet::new();
+        for idp in &self.oidc {
+            let at = format!("oidc {:?}", idp.name);
+            if idp.name.is_empty() || !names.insert(idp.name.as_str()) {
+                return Err(format!("{at}: every [[oidc]] needs a unique name"));
+            }
+            if !issuers.insert(idp.issuer.as_str()) {
+                return Err(format!("{at}: issuer {:?} is listed twice", idp.issuer));
+            }
+            check_issuer_url(&idp.issuer).map_err(|e| format!("{at}: issuer {e}"))?;
+            if idp.client_id.is_none()
+                && idp.access_token_audiences().is_empty()
+                && idp.id_token_audiences.is_empty()
+            {
+                return Err(format!(
+                    "{at}: no token could be accepted: set client_id, resource, audiences or id_token_audiences"
+                ));
+            }
+            if idp.groups.is_empty() && idp.workloads.is_empty() {
+                return Err(format!(
+                    "{at}: no [[oidc.groups]] or [[oidc.workloads]] rule gives anyone a role"
+                ));
+            }
+            if idp.clock_skew > Duration::from_secs(600) {
+                return Err(format!("{at}: clock_skew must be at most 10m"));
+            }
+            if idp.max_token_age < Duration::from_secs(60) {
+                return Err(format!("{at}: max_token_age must be at least 1m"));
+            }
+            let roles = idp
+                .groups
+                .iter()
+                .flat_map(|g| &g.roles)
+                .chain(idp.workloads.iter().flat_map(|w| &w.roles));
+            for role in roles {
+                if !self.roles.contains_key(role) {
+                    return Err(format!(
+                        "{at} maps to role {role:?}, which is not under [roles]"
+                    ));
+                }
+            }
+            for w in &idp.workloads {
+                if w.claims.is_empty() {
+                    return Err(format!(
+                        "{at}: workload {:?} has no claims to match (it would match any token)",
+                        w.name.as_str()
+                    ));
+                }
+                if self.users.contains_key(&w.name) {
+                    return Err(format!(
+                        "{at}: workload {:?} has the name of a local user",
+                        w.name.as_str()
+                    ));
+                }
+                if w.cert_ttl < Duration::from_secs(10) || w.cert_ttl > self.broker.cert_ttl {
+                    return Err(format!(
+                        "{at}: workload {:?}: cert_ttl must be between 10s and broker.cert_ttl",
+                        w.name.as_str()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -312,6 +513,39 @@ impl Config {
             .iter()
             .filter_map(|r| self.roles.get(r))
             .any(|r| r.servers.contains(server))
+    }
+}
+
+impl OidcIssuer {
+    /// Accepted `aud` values of access tokens (`audiences`, else `resource`).
+    pub fn access_token_audiences(&self) -> Vec<&str> {
+        if self.audiences.is_empty() {
+            self.resource.iter().map(String::as_str).collect()
+        } else {
+            self.audiences.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+/// An issuer must be an absolute `https` URL, or `http` on loopback (a
+/// provider on the same machine, as in tests).
+fn check_issuer_url(issuer: &str) -> Result<(), String> {
+    let url = url::Url::parse(issuer).map_err(|e| format!("{issuer:?} is not a URL: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{issuer:?} must not have a query or fragment"));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => return Err(format!("{issuer:?} has no host")),
+    };
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "{issuer:?} must use https (http only on a loopback address)"
+        )),
     }
 }
 
@@ -353,6 +587,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    /// The example's commented `[[oidc]]` blocks, uncommented.
+    fn example_with_oidc() -> String {
+        let mut out = String::new();
+        let mut in_oidc = false;
+        for line in example().lines() {
+            if line.starts_with("# [[oidc]]") {
+                in_oidc = true;
+            }
+            if in_oidc && line.starts_with("# Upstream") {
+                in_oidc = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(rest)
+                    if in_oidc && !rest.starts_with("A CI") && !rest.starts_with("a job") =>
+                {
+                    out.push_str(rest)
+                }
+                _ if in_oidc && line == "#" => {}
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn example_oidc_section_parses_when_uncommented() {
+        let c = Config::parse(&example_with_oidc(), Path::new("x.toml")).unwrap();
+        assert_eq!(c.oidc.len(), 2);
+        assert_eq!(
+            c.oidc[0].access_token_audiences(),
+            vec!["urn:mcpgate-broker"]
+        );
+        assert_eq!(c.oidc[1].workloads[0].name.as_str(), "ci-acme-app");
+        assert!(c.oidc[1].client_id.is_none());
+    }
+
+    #[test]
+    fn oidc_mistakes_are_errors() {
+        let base = example_with_oidc();
+        for (from, to, expect) in [
+            (
+                "https://login.example.com",
+                "http://login.example.com",
+                "https",
+            ),
+            (
+                "group = \"mcp-admins\"\nroles = [\"admin\"]",
+                "group = \"mcp-admins\"\nroles = [\"nope\"]",
+                "nope",
+            ),
+            (
+                "repository = \"acme/app\", ref = \"refs/heads/main\"",
+                "",
+                "no claims",
+            ),
+            ("cert_ttl = \"5m\"", "cert_ttl = \"1h\"", "cert_ttl"),
+            ("name = \"github\"", "name = \"corp\"", "unique name"),
+        ] {
+            let bad = base.replacen(from, to, 1);
+            assert_ne!(bad, base, "{from:?} not in the example");
+            let e = Config::parse(&bad, Path::new("b.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expect), "{e}");
+        }
+        let http_loopback = base.replacen("https://login.example.com", "http://127.0.0.1:9000", 1);
+        assert!(Config::parse(&http_loopback, Path::new("b.toml")).is_ok());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   certificates from CSRs (weak keys refused).
 //! - [`auth`]: who is calling: the [`auth::Authenticator`] trait, local users
 //!   (argon2id), broker-signed bearer tokens, failed-login limits.
+//! - [`oidc`]: tokens from OpenID Providers (the company IdP, CI
+//!   platforms), verified against their published keys and mapped to roles.
 //! - [`api`]: the HTTPS API (login, servers, session requests).
 //! - [`session`] and [`store`]: session records and their embedded SQLite
 //!   store; one certificate opens one tunnel, once.
@@ -24,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod demo_server;
 pub mod init;
+pub mod oidc;
 pub mod proxy;
 pub mod quickstart;
 pub mod serve;

@@ -42,6 +42,8 @@ pub struct Broker {
     pub ca: Ca,
     pub tokens: TokenIssuer,
     pub authn: Arc<dyn Authenticator>,
+    /// OpenID Providers whose tokens are accepted.
+    pub oidc: crate::oidc::Oidc,
     pub limiter: FailureLimiter,
     pub store: Store,
     /// `host:port` announced to clients for the tunnel.
@@ -143,6 +145,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
     let ca = Ca::load(&data_dir).context("loading the CA (run `mcpgate-broker init` first)")?;
     let tokens = TokenIssuer::load(&data_dir, config.broker.token_ttl)?;
     let authn: Arc<dyn Authenticator> = Arc::new(LocalUsers::new(config.users.clone())?);
+    let oidc = crate::oidc::Oidc::new(&config)?;
     let store = Store::open(&data_dir)?;
     let aborted = store.recover(unix_now())?;
     if aborted > 0 {
@@ -187,6 +190,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         ca,
         tokens,
         authn,
+        oidc,
         store,
     });
 
@@ -203,6 +207,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         tunnel_addr: url_host(&tunnel_addr),
     });
     info!(api = %api_addr, tunnel = %tunnel_addr, "broker ready");
+    if !broker.oidc.is_empty() {
+        let b = broker.clone();
+        tokio::spawn(async move { b.oidc.prefetch().await });
+    }
 
     wait_for_signal().await;
     info!("shutting down: ending open sessions");
