@@ -138,6 +138,19 @@ impl BrokerBuilder {
         self
     }
 
+    /// Adds the tables of a TOML fragment (e.g. `[[oidc]]` issuers) to
+    /// `broker.toml`, replacing top-level keys of the same name.
+    pub fn toml(self, fragment: &str) -> Self {
+        let fragment: DocumentMut = fragment
+            .parse()
+            .unwrap_or_else(|e| panic!("invalid TOML fragment: {e}\n{fragment}"));
+        self.edit(move |doc| {
+            for (key, item) in fragment.iter() {
+                doc.insert(key, item.clone());
+            }
+        })
+    }
+
     /// Any other change to `broker.toml`, applied after the ones above.
     pub fn edit(mut self, f: impl FnOnce(&mut DocumentMut) + 'static) -> Self {
         self.edits.push(Box::new(f));

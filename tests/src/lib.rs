@@ -22,6 +22,7 @@
 pub mod broker;
 pub mod certs;
 pub mod cli;
+pub mod idp;
 pub mod paths;
 pub mod process;
 pub mod python;

@@ -68,6 +68,8 @@ pub struct Peers {
     pub everything_js: PathBuf,
     /// `tests/peers/client.py`.
     pub client_py: PathBuf,
+    /// The copy of `tests/peers/oidc-provider.mjs` next to its node_modules.
+    pub oidc_provider: PathBuf,
 }
 
 impl Peers {
@@ -99,6 +101,7 @@ impl Peers {
                 node: path("MCPGATE_TEST_NODE"),
                 everything_js: path("MCPGATE_TEST_EVERYTHING_JS"),
                 client_py: tests_dir().join("peers").join("client.py"),
+                oidc_provider: path("MCPGATE_TEST_OIDC_PROVIDER"),
             }
         })
     }
