@@ -618,12 +618,12 @@ impl Issuer {
         roles.dedup();
         if roles.is_empty() {
             let why = if groups.is_empty() {
-                format!("the token has no {:?} claim", c.groups_claim)
+                format!("the token has no {:?} claim, so it maps", c.groups_claim)
             } else {
-                "none of your groups".into()
+                "none of your groups maps".into()
             };
             return Err(Rejection::NoRole(format!(
-                "{why} maps to a role at this broker (provider {})",
+                "{why} to no role at this broker (provider {})",
                 c.name
             )));
         }

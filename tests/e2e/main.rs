@@ -10,10 +10,12 @@
 //! - [`bad_input`]: malformed, batched, oversized messages; unknown servers;
 //!   a crashing upstream.
 //! - [`restart`]: what survives a broker restart.
+//! - [`oidc`]: sign-in through a real OpenID Provider; forged tokens refused.
 //! - [`quickstart`]: the README's one-command broker and demo session.
 
 mod bad_input;
 mod fixtures;
+mod oidc;
 mod quickstart;
 mod relay;
 mod restart;
