@@ -34,6 +34,8 @@ pub struct Cli {
     root: TempDir,
     api_url: String,
     ca_path: PathBuf,
+    /// Set by [`Cli::env`] on top of [`Cli::envs`].
+    extra_env: Vec<(String, OsString)>,
 }
 
 impl Cli {
@@ -57,7 +59,35 @@ impl Cli {
             root,
             api_url: broker.api_url().to_owned(),
             ca_path: broker.ca_path(),
+            extra_env: vec![("MCPGATE_NO_BROWSER".into(), "1".into())],
         }
+    }
+
+    /// Adds `KEY=VALUE` to every later command's environment (and to MCP
+    /// clients that launch `mcpgate connect`).
+    pub fn env(&mut self, key: &str, value: impl Into<OsString>) -> &mut Self {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The broker's API URL.
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// The broker CA file the CLI is told to trust.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// `mcpgate login --broker URL --ca-cert ca.pem ARGS...` as a running
+    /// child, for flows that need a browser or a second device.
+    pub fn spawn_login(&self, args: &[&str]) -> LineChild {
+        let ca = self.ca_path.display().to_string();
+        let mut all = vec!["login", "--broker", &self.api_url, "--ca-cert", &ca];
+        all.extend_from_slice(args);
+        LineChild::spawn(self.command(&all))
     }
 
     /// Points later commands (`login`) at a restarted broker's new URL.
@@ -90,6 +120,9 @@ impl Cli {
             ("XDG_CACHE_HOME".into(), r.join("xdg-cache").into()),
             ("NO_COLOR".into(), "1".into()),
         ]
+        .into_iter()
+        .chain(self.extra_env.iter().cloned())
+        .collect()
     }
 
     /// Applies [`Cli::envs`] to any command (the Python client that launches

@@ -12,6 +12,9 @@
 //!   client, against a stdio server command and returns its JSON report.
 //! - [`tunnel`]: the broker API and the mTLS tunnel spoken directly from Rust,
 //!   so security tests can present certificates no honest CLI would.
+//! - [`idp`]: a real OpenID Provider (npm `oidc-provider`) and a headless
+//!   browser for it: PKCE logins, device approvals, key rotation, forged
+//!   tokens signed with its real key.
 //! - [`certs`]: key pairs, CSRs and forged certificates (foreign CA, expired).
 //! - [`process`]: child processes with deadlines, line readers, exit codes.
 //!
