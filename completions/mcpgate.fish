@@ -35,15 +35,22 @@ complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "completions" -d 'Pr
 complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l broker -d 'The broker\'s HTTPS URL, e.g. https://mcpgate.example.com:8443' -r -f
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l ca-cert -d 'PEM file with the CA that signed the broker\'s certificate; kept for later commands (default: the system\'s root certificates)' -r -F
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l user -d 'Your user name at the broker' -r
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l password-stdin -d 'Read the password from the first line of stdin (implied when stdin is not a terminal)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l user -d 'Your user name at the broker, for a password login; without it, mcpgate logs in with the broker\'s OpenID Provider' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l issuer -d 'The OpenID Provider to log in with: the broker\'s name for it or its issuer URL (default: the broker\'s first). With --ci and client credentials, any issuer URL the broker trusts' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l token-file -d 'With --ci: a file holding the CI\'s OIDC token (default: MCPGATE_CI_TOKEN_FILE; MCPGATE_CI_TOKEN comes first)' -r -F
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l resource -d 'With --ci and client credentials: the resource indicator to ask the token for (default: MCPGATE_RESOURCE, else what the broker advertises)' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l password-stdin -d 'Read the password from the first line of stdin (implied when stdin is not a terminal); needs --user'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l device -d 'Log in on another device: print a URL and a code to enter there (OAuth device authorization grant), for machines without a browser'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l no-browser -d 'Print the login URL but do not try to open a browser (also: MCPGATE_NO_BROWSER)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l ci -d 'Log in without a browser from a CI token or client credentials (see the CI variables in mcpgate --help); keeps nothing unless --save'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l save -d 'With --ci: keep the token like a login (without a refresh token), so later commands use it until it expires'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -s V -l version -d 'Print version'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand logout" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand logout" -s V -l version -d 'Print version'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'
 json\t'For programs: one JSON document'"
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -l check -d 'Also ask the broker whether the token is still good'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -l check -d 'Also ask the broker whether the token is still good (renewing an OpenID Connect login first when it is due)'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand status" -s V -l version -d 'Print version'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand servers" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'

@@ -80,7 +80,9 @@ impl From<AuthError> for Failure {
 impl From<Rejection> for Failure {
     fn from(r: Rejection) -> Self {
         let (status, code) = match &r {
-            Rejection::Expired => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired),
+            Rejection::Expired | Rejection::TooOld(_) => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired)
+            }
             Rejection::Invalid(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated),
             Rejection::NoRole(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Rejection::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal),

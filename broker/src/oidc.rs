@@ -55,6 +55,9 @@ const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 pub enum Rejection {
     #[error("the token has expired")]
     Expired,
+    /// Past `max_token_age`: like expired, the holder should renew it.
+    #[error("{0}")]
+    TooOld(String),
     #[error("{0}")]
     Invalid(String),
     /// A valid token whose holder has no role here.
@@ -506,7 +509,7 @@ impl Issuer {
             return Err(invalid("the token was issued in the future (iat)"));
         }
         if now.saturating_sub(iat) > c.max_token_age.as_secs() + skew {
-            return Err(invalid(format!(
+            return Err(Rejection::TooOld(format!(
                 "the token was issued more than {} ago; get a fresh one",
                 humantime::format_duration(c.max_token_age)
             )));
@@ -779,7 +782,7 @@ cert_ttl = "2m"
 
     fn refused(r: Result<Verified, Rejection>, contains: &str) {
         match r {
-            Err(Rejection::Invalid(m)) | Err(Rejection::NoRole(m)) => {
+            Err(Rejection::Invalid(m)) | Err(Rejection::NoRole(m)) | Err(Rejection::TooOld(m)) => {
                 assert!(m.contains(contains), "{m:?} does not contain {contains:?}")
             }
             Err(e) => panic!("expected a refusal containing {contains:?}, got {e:?}"),

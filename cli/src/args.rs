@@ -14,20 +14,32 @@ pub const AFTER_LONG_HELP: &str = "\
 Environment:
   MCPGATE_HOME              state dir (default: $XDG_CONFIG_HOME/mcpgate or ~/.config/mcpgate)
   MCPGATE_CREDENTIAL_STORE  where the token goes: auto (OS keyring, else a 0600 file), keyring, file
-  MCPGATE_BROKER, MCPGATE_USER, MCPGATE_CA_CERT
-                            defaults for mcpgate login --broker, --user, --ca-cert
+  MCPGATE_BROKER, MCPGATE_USER, MCPGATE_CA_CERT, MCPGATE_ISSUER
+                            defaults for mcpgate login --broker, --user, --ca-cert, --issuer
+  MCPGATE_NO_BROWSER        any value: mcpgate login prints the URL but opens no browser
+  MCPGATE_LOGIN_TIMEOUT     how long mcpgate login waits for the browser or device login,
+                            e.g. 30s (default 5m for the browser, the code's lifetime for --device)
+  MCPGATE_CI                1 or true: status, servers and connect log in from the CI sources
+                            below each time (broker from MCPGATE_BROKER, CA from MCPGATE_CA_CERT,
+                            provider from MCPGATE_ISSUER) and read or write no state dir
+  MCPGATE_CI_TOKEN          CI: an OIDC token the broker trusts, e.g. GitHub Actions' ID token
+  MCPGATE_CI_TOKEN_FILE     CI: a file holding such a token (default for --token-file)
+  MCPGATE_CLIENT_ID, MCPGATE_CLIENT_SECRET
+                            CI: client credentials for the provider's token endpoint
+  MCPGATE_RESOURCE          CI: the resource indicator for client credentials (default for
+                            --resource; normally the broker advertises it)
   MCPGATE_LOG               diagnostics on stderr, e.g. debug
   NO_COLOR                  no colour on stderr
 
 Exit codes:
    0  success
-   1  anything else (local files, OS keyring, broker-side error)
+   1  anything else (local files, OS keyring, broker-side or identity provider error)
    2  usage: bad arguments or environment
   10  not logged in
-  11  token expired or rejected, or login refused
+  11  token expired or rejected (or not renewed), login refused, or login not completed
   12  no access to the server
   13  unknown server
-  14  broker unreachable
+  14  broker or identity provider unreachable
   15  session certificate rejected or tunnel refused
   16  rate limited by the broker
   17  session ended by the broker";
@@ -52,19 +64,39 @@ pub enum Command {
     /// Sign in to a broker and keep the token in the OS keyring (or a 0600
     /// file)
     ///
-    /// Reads the password from the terminal without echo, or from the first
-    /// line of stdin when stdin is not a terminal or --password-stdin is
-    /// given. The broker URL, its CA and your roles are kept in the state dir
-    /// for the other commands.
+    /// Without --user, asks the broker how to log in and uses its OpenID
+    /// Provider (the first, or the one --issuer names): it prints a URL to
+    /// open in a browser and waits for the login on a 127.0.0.1 redirect, or
+    /// with --device prints a URL and a code to enter on any other device.
+    /// The refresh token is kept too, so later commands renew the login on
+    /// their own until the identity provider ends it.
+    ///
+    /// With --user, logs in with a password: read from the terminal without
+    /// echo, or from the first line of stdin when stdin is not a terminal or
+    /// --password-stdin is given.
+    ///
+    /// With --ci, logs in without a browser from a CI token or client
+    /// credentials (see MCPGATE_CI_TOKEN and the other CI variables in
+    /// mcpgate --help), prints who the broker says you are, and keeps
+    /// nothing unless --save is given.
+    ///
+    /// The broker URL, its CA, your roles and how you logged in are kept in
+    /// the state dir for the other commands.
     Login(LoginArgs),
 
     /// Forget the token and the broker settings on this machine
     ///
-    /// Deletes the token from the OS keyring and the credentials file, and
-    /// the state file. Running it when not logged in is not an error.
+    /// For an OpenID Connect login, first revokes the refresh token at the
+    /// identity provider (when it offers revocation; a failure is a warning).
+    /// Then deletes the token from the OS keyring and the credentials file,
+    /// and the state file. Running it when not logged in is not an error.
     Logout,
 
     /// Show who you are logged in as, at which broker, and until when
+    ///
+    /// For an OpenID Connect login, also the identity provider (issuer), the
+    /// expiry of the token presented to the broker, and whether a refresh
+    /// token is kept to renew it.
     Status(StatusArgs),
 
     /// List the MCP servers you may connect to
@@ -96,19 +128,57 @@ pub struct LoginArgs {
     #[arg(long, value_name = "FILE", env = env::MCPGATE_CA_CERT, value_hint = ValueHint::FilePath)]
     pub ca_cert: Option<PathBuf>,
 
-    /// Your user name at the broker
+    /// Your user name at the broker, for a password login; without it,
+    /// mcpgate logs in with the broker's OpenID Provider
     #[arg(long, value_name = "NAME", env = env::MCPGATE_USER)]
-    pub user: UserName,
+    pub user: Option<UserName>,
 
     /// Read the password from the first line of stdin (implied when stdin
-    /// is not a terminal)
-    #[arg(long)]
+    /// is not a terminal); needs --user
+    #[arg(long, conflicts_with_all = ["device", "ci"])]
     pub password_stdin: bool,
+
+    /// The OpenID Provider to log in with: the broker's name for it or its
+    /// issuer URL (default: the broker's first). With --ci and client
+    /// credentials, any issuer URL the broker trusts
+    #[arg(long, value_name = "NAME_OR_URL", env = env::MCPGATE_ISSUER)]
+    pub issuer: Option<String>,
+
+    /// Log in on another device: print a URL and a code to enter there
+    /// (OAuth device authorization grant), for machines without a browser
+    #[arg(long, conflicts_with = "ci")]
+    pub device: bool,
+
+    /// Print the login URL but do not try to open a browser (also:
+    /// MCPGATE_NO_BROWSER)
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// Log in without a browser from a CI token or client credentials (see
+    /// the CI variables in mcpgate --help); keeps nothing unless --save
+    #[arg(long)]
+    pub ci: bool,
+
+    /// With --ci: a file holding the CI's OIDC token (default:
+    /// MCPGATE_CI_TOKEN_FILE; MCPGATE_CI_TOKEN comes first)
+    #[arg(long, value_name = "FILE", requires = "ci", value_hint = ValueHint::FilePath)]
+    pub token_file: Option<PathBuf>,
+
+    /// With --ci: keep the token like a login (without a refresh token), so
+    /// later commands use it until it expires
+    #[arg(long, requires = "ci")]
+    pub save: bool,
+
+    /// With --ci and client credentials: the resource indicator to ask the
+    /// token for (default: MCPGATE_RESOURCE, else what the broker advertises)
+    #[arg(long, value_name = "URI", requires = "ci")]
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Also ask the broker whether the token is still good
+    /// Also ask the broker whether the token is still good (renewing an
+    /// OpenID Connect login first when it is due)
     #[arg(long)]
     pub check: bool,
 
@@ -211,6 +281,50 @@ mod tests {
                 }
             })
         ));
+
+        let cli = Cli::try_parse_from([
+            "mcpgate",
+            "login",
+            "--broker",
+            "https://127.0.0.1:8443",
+            "--issuer",
+            "corp",
+            "--device",
+        ])
+        .unwrap();
+        let Command::Login(login) = cli.command else {
+            panic!("not login")
+        };
+        assert!(login.user.is_none() && login.device);
+        assert_eq!(login.issuer.as_deref(), Some("corp"));
+
+        let cli = Cli::try_parse_from([
+            "mcpgate",
+            "login",
+            "--broker",
+            "https://127.0.0.1:8443",
+            "--ci",
+            "--token-file",
+            "/run/token",
+            "--save",
+        ])
+        .unwrap();
+        let Command::Login(login) = cli.command else {
+            panic!("not login")
+        };
+        assert!(login.ci && login.save);
+
+        for bad in [
+            &["--device", "--ci"][..],
+            &["--save"],
+            &["--token-file", "t"],
+            &["--password-stdin", "--device"],
+        ] {
+            let mut argv = vec!["mcpgate", "login", "--broker", "https://b"];
+            argv.extend_from_slice(bad);
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
 
         let err = Cli::try_parse_from(["mcpgate", "connect", "a b"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

@@ -10,7 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use mcpgate_shared::api::{
-    LoginRequest, ServersResponse, SessionRequest, SessionResponse, TokenResponse, WhoAmI,
+    AuthMethods, LoginRequest, ServersResponse, SessionRequest, SessionResponse, TokenResponse,
+    WhoAmI,
 };
 use mcpgate_shared::secret::Secret;
 use reqwest::{Method, Url};
@@ -100,12 +101,7 @@ impl BrokerUrl {
     /// Whether the broker is on this machine; such a broker is never reached
     /// through an HTTP(S)_PROXY.
     fn is_loopback(&self) -> bool {
-        let host = self.0.host_str().unwrap_or_default();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<std::net::IpAddr>() {
-            Ok(ip) => ip.is_loopback(),
-            Err(_) => host.eq_ignore_ascii_case("localhost"),
-        }
+        crate::oidc::is_loopback(&self.0)
     }
 }
 
@@ -155,6 +151,36 @@ impl ApiClient {
         self.token = Some(token);
         self.relogin = Some(relogin);
         self
+    }
+
+    /// A copy of this client that sends `token` (the HTTP client and its
+    /// connection pool are shared).
+    pub fn clone_with_token(&self, token: Secret<String>, relogin: String) -> Self {
+        Self {
+            http: self.http.clone(),
+            broker: self.broker.clone(),
+            token: None,
+            relogin: None,
+        }
+        .with_token(token, relogin)
+    }
+
+    /// `GET /v1/auth`: how to log in here. A broker from before OpenID
+    /// Connect has no such endpoint (404): it takes passwords only.
+    pub async fn auth_methods(&self) -> Result<AuthMethods, Error> {
+        match self
+            .call(Method::GET, "v1/auth", None::<&()>, ApiCall::Login)
+            .await
+        {
+            Err(Error::Broker(message)) if message.contains("HTTP 404") => {
+                tracing::debug!("the broker has no /v1/auth; assuming passwords only");
+                Ok(AuthMethods {
+                    password: true,
+                    oidc: Vec::new(),
+                })
+            }
+            other => other,
+        }
     }
 
     /// `POST /v1/login`.
@@ -254,23 +280,28 @@ fn trust_anchors(
             hint: "log in again with --ca-cert FILE",
         });
     }
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::debug!(error = %e, "skipping part of the system trust store");
-    }
-    // Keep only what rustls accepts as a trust anchor: one odd certificate in
-    // the system store must not make every request fail.
-    let usable: Vec<_> = found
-        .certs
-        .into_iter()
-        .filter(|c| rustls::RootCertStore::empty().add(c.clone()).is_ok())
-        .collect();
+    let usable = system_roots();
     if usable.is_empty() {
         return Err(Error::Usage(
             "no CA certificates found on this system to check the broker with; pass --ca-cert FILE to mcpgate login".into(),
         ));
     }
     Ok(usable)
+}
+
+/// The system's root certificates that rustls accepts as trust anchors
+/// (one odd certificate in the system store must not make every request
+/// fail); empty when there are none.
+pub fn system_roots() -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!(error = %e, "skipping part of the system trust store");
+    }
+    found
+        .certs
+        .into_iter()
+        .filter(|c| rustls::RootCertStore::empty().add(c.clone()).is_ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -372,6 +403,31 @@ mod tests {
             assert_eq!(client.whoami().await.unwrap().issuer, "local");
             let servers = client.servers().await.unwrap();
             assert_eq!(servers.servers[0].name.as_str(), "demo");
+        }
+
+        #[tokio::test]
+        async fn auth_methods_and_a_broker_from_before_oidc() {
+            let pki = TestPki::new();
+            let addr = pki
+                .listen_api(|_, _, auth, _| {
+                    assert_eq!(auth, None);
+                    (
+                        200,
+                        r#"{"password":true,"oidc":[{"name":"corp","issuer":"https://idp","client_id":"cli","scopes":["openid"]}]}"#
+                            .into(),
+                    )
+                })
+                .await;
+            let client = ApiClient::new(&url(addr), Some(&pki.ca_pem())).unwrap();
+            let methods = client.auth_methods().await.unwrap();
+            assert_eq!(methods.oidc[0].name, "corp");
+            assert_eq!(methods.oidc[0].resource, None);
+
+            // No /v1/auth at all (an older broker): passwords only.
+            let addr = pki.listen_api(|_, _, _, _| (404, String::new())).await;
+            let client = ApiClient::new(&url(addr), Some(&pki.ca_pem())).unwrap();
+            let methods = client.auth_methods().await.unwrap();
+            assert!(methods.password && methods.oidc.is_empty());
         }
 
         #[tokio::test]

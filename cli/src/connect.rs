@@ -1,7 +1,8 @@
 //! `mcpgate connect SERVER`: one MCP session through the broker.
 //!
 //! 1. Check the login locally: not logged in or expired fails before any
-//!    network traffic.
+//!    network traffic (an OpenID Connect login that is due is renewed
+//!    first; in CI mode the token comes from the CI sources).
 //! 2. Make a fresh ECDSA P-256 key pair in memory and a CSR for it. The
 //!    private key is never written, logged or sent; it lives until the
 //!    tunnel's TLS configuration is built and then only inside rustls.
@@ -25,8 +26,8 @@ use crate::ui::{self, Spinner};
 use crate::{relay, tunnel};
 
 pub async fn run(args: ConnectArgs, ctx: &Context) -> Result<(), Error> {
-    let login = ctx.require_login()?;
-    let (rd, wr) = open_session(&login, &args.server).await?;
+    let mut login = ctx.login_for_session().await?;
+    let (rd, wr) = open_session(&mut login, ctx, &args.server).await?;
     relay::run(rd, wr, tokio::io::stdin(), tokio::io::stdout()).await
 }
 
@@ -37,15 +38,23 @@ pub type Tunnel = (
 );
 
 /// Steps 2 to 4: a session certificate, the tunnel, and the broker's
-/// "ready". Says on stderr that the session is open.
-pub async fn open_session(login: &Login, server: &ServerName) -> Result<Tunnel, Error> {
-    let client = login.client()?;
+/// "ready". Says on stderr that the session is open. A token the broker
+/// calls expired is renewed once (`Login::call`).
+pub async fn open_session(
+    login: &mut Login,
+    ctx: &Context,
+    server: &ServerName,
+) -> Result<Tunnel, Error> {
     let spinner = Spinner::start(format!("requesting a session for {server}"));
     let (key, csr_pem) = session_key(&login.state.user)?;
-    let session = client
-        .create_session(&SessionRequest {
-            server: server.clone(),
-            csr_pem,
+    let request = SessionRequest {
+        server: server.clone(),
+        csr_pem,
+    };
+    let session = login
+        .call(ctx, |client| {
+            let request = request.clone();
+            async move { client.create_session(&request).await }
         })
         .await?;
     if &session.server != server {
@@ -164,18 +173,19 @@ mod tests {
     /// ready and echoes; stdin EOF ends the session cleanly.
     /// A logged-in alice at the test broker.
     fn test_login(pki: &crate::testing::TestPki, api_addr: std::net::SocketAddr) -> Login {
-        use crate::state::{State, TokenStore};
-        Login {
-            state: State {
+        use crate::state::{LoginKind, State, TokenStore};
+        Login::new(
+            State {
                 broker: format!("https://{api_addr}").parse().unwrap(),
                 ca_pem: Some(pki.ca_pem()),
                 user: "alice".parse().unwrap(),
                 roles: vec![],
                 expires_at: u64::MAX,
                 token_store: TokenStore::File,
+                login: LoginKind::Password,
             },
-            token: mcpgate_shared::secret::Secret::new("tok-1".into()),
-        }
+            mcpgate_shared::secret::Secret::new("tok-1".into()),
+        )
     }
 
     #[tokio::test]
@@ -213,8 +223,10 @@ mod tests {
             })
             .await;
 
-        let login = test_login(&pki, api_addr);
-        let (rd, wr) = open_session(&login, &"demo".parse().unwrap())
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = crate::context::tests::context(&tmp);
+        let mut login = test_login(&pki, api_addr);
+        let (rd, wr) = open_session(&mut login, &ctx, &"demo".parse().unwrap())
             .await
             .unwrap();
         let input = &b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}\n"[..];
@@ -241,8 +253,10 @@ mod tests {
                 )
             })
             .await;
-        let login = test_login(&pki, api_addr);
-        let err = open_session(&login, &"db".parse().unwrap())
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = crate::context::tests::context(&tmp);
+        let mut login = test_login(&pki, api_addr);
+        let err = open_session(&mut login, &ctx, &"db".parse().unwrap())
             .await
             .err()
             .unwrap();

@@ -10,11 +10,11 @@
 //! | 0 | success | |
 //! | 1 | anything else: local files, the OS keyring, a broker-side error, an unexpected answer | read the message |
 //! | 2 | usage: bad arguments or environment (clap, broker URL, `--ca-cert` file, `MCPGATE_CREDENTIAL_STORE`) | see `mcpgate help` |
-//! | 10 | not logged in | `mcpgate login --broker URL --user NAME` |
-//! | 11 | token expired or rejected, or login refused (wrong user name or password) | log in again |
+//! | 10 | not logged in | `mcpgate login --broker URL` |
+//! | 11 | token expired or rejected (also when the identity provider will not renew it), login refused (wrong user name or password), or an OpenID Connect login that did not complete (denied, timed out, state or issuer mismatch) | log in again |
 //! | 12 | no access to the server | ask an admin for a role that lists it; `mcpgate servers` shows what you may use |
 //! | 13 | unknown server | `mcpgate servers` lists the names |
-//! | 14 | broker unreachable (HTTPS API or tunnel); the message has the URL and the cause | check the URL, the network and `--ca-cert` |
+//! | 14 | broker (HTTPS API or tunnel) or identity provider unreachable; the message has the URL and the cause | check the URL, the network and `--ca-cert` |
 //! | 15 | session certificate rejected or tunnel refused | run `mcpgate connect` again for a fresh session |
 //! | 16 | rate limited by the broker; the message says when to retry | wait, then try again |
 //! | 17 | session ended by the broker before the client was done | run `mcpgate connect` again |
@@ -59,7 +59,7 @@ pub mod exit {
     ];
 }
 
-const LOGIN_HINT: &str = "run mcpgate login --broker URL --user NAME";
+const LOGIN_HINT: &str = "run mcpgate login --broker URL";
 
 /// The CLI's errors. `Display` is the "what went wrong" half of the line.
 #[derive(Debug, thiserror::Error)]
@@ -71,17 +71,25 @@ pub enum Error {
     #[error("not logged in{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
     NotLoggedIn { reason: Option<String> },
 
-    /// The token is expired (known locally) or the broker refused it.
+    /// The token is expired (known locally or said by the broker), the
+    /// broker refused it, or the identity provider will not renew it.
     #[error("{why}")]
     TokenRejected {
         why: String,
         /// The exact `mcpgate login ...` line to run, when we know it.
         relogin: Option<String>,
+        /// The broker answered `token_expired`: a renewed token may pass.
+        expired: bool,
     },
 
     /// `POST /v1/login` said no.
     #[error("login refused by the broker: {message}")]
     LoginRefused { message: String },
+
+    /// An OpenID Connect login that did not complete: denied at the
+    /// identity provider, timed out, or a callback that failed a check.
+    #[error("{message}")]
+    LoginFailed { message: String, hint: String },
 
     #[error("{}", match server {
         Some(s) => format!("no access to server {s}: {message}"),
@@ -97,6 +105,17 @@ pub enum Error {
 
     #[error("broker unreachable at {url}: {cause}")]
     Unreachable { url: String, cause: String },
+
+    /// The OpenID Provider (discovery, token or revocation endpoint) could
+    /// not be reached.
+    #[error("identity provider unreachable at {url}: {cause}")]
+    IdpUnreachable { url: String, cause: String },
+
+    /// The OpenID Provider, or what the broker says about it, is unusable:
+    /// a bad discovery document, an `http://` issuer off this machine, a
+    /// token that fails verification.
+    #[error("{0}")]
+    Idp(String),
 
     #[error("certificate rejected by the broker: {cause}")]
     CertificateRejected { cause: String },
@@ -137,16 +156,18 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::NotLoggedIn { .. } => exit::NOT_LOGGED_IN,
-            Error::TokenRejected { .. } | Error::LoginRefused { .. } => exit::TOKEN_REJECTED,
+            Error::TokenRejected { .. }
+            | Error::LoginRefused { .. }
+            | Error::LoginFailed { .. } => exit::TOKEN_REJECTED,
             Error::NoAccess { .. } => exit::NO_ACCESS,
             Error::UnknownServer { .. } => exit::UNKNOWN_SERVER,
-            Error::Unreachable { .. } => exit::UNREACHABLE,
+            Error::Unreachable { .. } | Error::IdpUnreachable { .. } => exit::UNREACHABLE,
             Error::CertificateRejected { .. }
             | Error::TunnelRefused { .. }
             | Error::TunnelTls { .. } => exit::TUNNEL_REFUSED,
             Error::RateLimited { .. } => exit::RATE_LIMITED,
             Error::SessionEnded { .. } => exit::SESSION_ENDED,
-            Error::Broker(_) | Error::Local { .. } => exit::OTHER,
+            Error::Broker(_) | Error::Idp(_) | Error::Local { .. } => exit::OTHER,
         }
     }
 
@@ -160,6 +181,7 @@ impl Error {
             } => format!("log in again: {cmd}"),
             Error::TokenRejected { relogin: None, .. } => format!("log in again: {LOGIN_HINT}"),
             Error::LoginRefused { .. } => "check the user name and password, then try again".into(),
+            Error::LoginFailed { hint, .. } => hint.clone(),
             Error::NoAccess { .. } => {
                 "ask an admin for a role that lists it; mcpgate servers shows what you may use"
                     .into()
@@ -170,6 +192,15 @@ impl Error {
             }
             Error::Unreachable { .. } => {
                 "check the broker URL, the network, and that the broker is running".into()
+            }
+            Error::IdpUnreachable { cause, .. } if cause.contains("certificate") => {
+                "the identity provider's certificate is not trusted: pass its CA with mcpgate login --ca-cert FILE".into()
+            }
+            Error::IdpUnreachable { .. } => {
+                "check the network and that the identity provider is running, then try again".into()
+            }
+            Error::Idp(_) => {
+                "ask an admin to check the broker's OpenID Connect settings and the identity provider".into()
             }
             Error::CertificateRejected { .. }
             | Error::TunnelRefused { .. }
@@ -250,6 +281,22 @@ impl Error {
         Error::TokenRejected {
             why: "token expired".into(),
             relogin,
+            expired: false,
+        }
+    }
+
+    /// Whether the broker said the token expired (and a renewed one may
+    /// pass).
+    pub fn is_token_expired(&self) -> bool {
+        matches!(self, Error::TokenRejected { expired: true, .. })
+    }
+
+    /// A stored secret that cannot be read back; never says what it holds.
+    pub fn damaged_secret(place: &str) -> Self {
+        Error::Local {
+            what: format!("the login kept in {place} is damaged"),
+            cause: "it is not what mcpgate wrote".into(),
+            hint: "run mcpgate logout, then log in again",
         }
     }
 }
@@ -275,6 +322,7 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
             401 if call != ApiCall::Login => Error::TokenRejected {
                 why: format!("token rejected by the broker (HTTP 401{})", suffix(&text)),
                 relogin,
+                expired: false,
             },
             429 => Error::RateLimited {
                 message: format!("HTTP 429{}", suffix(&text)),
@@ -293,10 +341,12 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
         (ErrorCode::TokenExpired, _) => Error::TokenRejected {
             why: format!("token expired: {message}"),
             relogin,
+            expired: true,
         },
         (ErrorCode::Unauthenticated, _) => Error::TokenRejected {
             why: format!("token rejected by the broker: {message}"),
             relogin,
+            expired: false,
         },
         (ErrorCode::Forbidden, ApiCall::Session(server)) => Error::NoAccess {
             server: Some(server.clone()),
@@ -417,6 +467,16 @@ mod tests {
     }
 
     #[test]
+    fn only_token_expired_invites_a_renewal() {
+        let call = ApiCall::Authenticated;
+        assert!(from_api(401, &body("token_expired", "m"), call, None).is_token_expired());
+        assert!(!from_api(401, &body("unauthenticated", "m"), call, None).is_token_expired());
+        assert!(!from_api(401, b"nope", call, None).is_token_expired());
+        assert!(!from_api(403, &body("forbidden", "m"), call, None).is_token_expired());
+        assert!(!Error::expired_locally(None).is_token_expired());
+    }
+
+    #[test]
     fn forbidden_names_the_server_and_says_what_to_do() {
         let server = demo();
         let err = from_api(
@@ -501,6 +561,16 @@ mod tests {
                 url: "https://x".into(),
                 cause: "c".into(),
             },
+            Error::IdpUnreachable {
+                url: "https://idp".into(),
+                cause: "c".into(),
+            },
+            Error::Idp("i".into()),
+            Error::LoginFailed {
+                message: "m".into(),
+                hint: "h".into(),
+            },
+            Error::damaged_secret("the OS keyring"),
             Error::CertificateRejected { cause: "c".into() },
             Error::TunnelRefused { reason: "r".into() },
             Error::TunnelTls { cause: "c".into() },
@@ -522,7 +592,7 @@ mod tests {
         }
         assert_eq!(
             Error::NotLoggedIn { reason: None }.report(),
-            "not logged in; run mcpgate login --broker URL --user NAME"
+            "not logged in; run mcpgate login --broker URL"
         );
         assert_eq!(
             Error::SessionEnded { cause: None }.to_string(),

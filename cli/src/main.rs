@@ -5,7 +5,12 @@
 //! - [`login`], [`logout`], [`status`], [`servers`], [`connect`],
 //!   [`completions`]: one module per subcommand.
 //! - [`context`], [`state`], [`credentials`]: the state dir, the non-secret
-//!   login state, and the token (OS keyring or a 0600 file).
+//!   login state, and the token (OS keyring or a 0600 file); [`token`]: an
+//!   OpenID Connect login's stored tokens and when to renew them;
+//!   [`refresh`]: renewing them under a lock shared by all processes.
+//! - [`oidc`]: the identity provider (discovery, browser and device logins,
+//!   renewal, revocation); [`callback`]: the browser login's loopback
+//!   redirect; [`ci`]: CI tokens and client credentials.
 //! - [`client`]: the broker's HTTPS API; [`tunnel`] and [`relay`]: the mTLS
 //!   session tunnel and the stdin/stdout relay; [`tls`]: shared TLS pieces.
 //! - [`error`]: the error enum, exit codes and one-line messages;
@@ -18,6 +23,8 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod callback;
+mod ci;
 mod client;
 mod completions;
 mod connect;
@@ -27,6 +34,8 @@ mod env;
 mod error;
 mod login;
 mod logout;
+mod oidc;
+mod refresh;
 mod relay;
 mod servers;
 mod state;
@@ -34,6 +43,7 @@ mod status;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod token;
 mod tunnel;
 mod ui;
 
@@ -71,7 +81,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     let result = runtime.block_on(async {
         match command {
             Command::Login(args) => login::run(args, &ctx).await,
-            Command::Logout => logout::run(&ctx),
+            Command::Logout => logout::run(&ctx).await,
             Command::Status(args) => status::run(args, &ctx).await,
             Command::Servers(args) => servers::run(args, &ctx).await,
             Command::Connect(args) => connect::run(args, &ctx).await,

@@ -9,9 +9,11 @@ use crate::error::{Error, one_line};
 use crate::ui::Spinner;
 
 pub async fn run(args: ServersArgs, ctx: &Context) -> Result<(), Error> {
-    let login = ctx.require_login()?;
+    let mut login = ctx.login().await?;
     let spinner = Spinner::start(format!("asking {} for servers", login.state.broker));
-    let answer = login.client()?.servers().await?;
+    let answer = login
+        .call(ctx, |client| async move { client.servers().await })
+        .await?;
     drop(spinner);
     match args.output.output {
         Output::Json => println!(

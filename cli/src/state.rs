@@ -5,8 +5,9 @@
 //!
 //! | file | mode | content |
 //! | --- | --- | --- |
-//! | `state.json` | 0600 | broker URL, broker CA (PEM), user, roles, expiry, which store holds the token |
-//! | `credentials` | 0600 | the token, only when it is not in the OS keyring |
+//! | `state.json` | 0600 | broker URL, broker CA (PEM), user, roles, expiry, which store holds the token, how the login was made (password, or which OpenID Provider) |
+//! | `credentials` | 0600 | the token (for OpenID Connect: the tokens document of `token.rs`), only when it is not in the OS keyring |
+//! | `refresh.lock` | 0600 | empty; locked while a process renews an OpenID Connect login (`refresh.rs`) |
 //!
 //! Files are written whole: a temporary file created with mode 0600 from
 //! the start (never chmodded after), then renamed over the old one.
@@ -27,6 +28,7 @@ use crate::error::Error;
 
 pub const STATE_FILE: &str = "state.json";
 pub const CREDENTIALS_FILE: &str = "credentials";
+pub const REFRESH_LOCK_FILE: &str = "refresh.lock";
 
 /// Where the CLI keeps its files.
 #[derive(Debug, Clone)]
@@ -70,6 +72,10 @@ impl StateDir {
         self.path.join(CREDENTIALS_FILE)
     }
 
+    pub fn refresh_lock_file(&self) -> PathBuf {
+        self.path.join(REFRESH_LOCK_FILE)
+    }
+
     /// Creates the dir (and missing parents) with mode 0700.
     pub fn create(&self) -> Result<(), Error> {
         let mut builder = fs::DirBuilder::new();
@@ -101,6 +107,55 @@ impl TokenStore {
     }
 }
 
+/// How the login was made. State files from before OpenID Connect have no
+/// `login` field: they are password logins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LoginKind {
+    /// `POST /v1/login` with a local user's password; the token is the
+    /// broker's own.
+    #[default]
+    Password,
+    /// A token from an OpenID Provider the broker trusts.
+    Oidc(OidcState),
+}
+
+/// An OpenID Connect login, as far as it is not secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcState {
+    /// The broker's name for the provider (the issuer URL when the broker
+    /// did not name it, as for a CI token).
+    pub name: String,
+    /// The issuer URL, exactly as the provider spells it.
+    pub issuer: String,
+    /// The client the tokens were issued to (unknown for a CI token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The resource indicator the tokens are for; `None`: the ID token is
+    /// what the broker gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub flow: OidcFlow,
+    /// Whether a refresh token is kept with the token (so `status` can say
+    /// so without opening the keyring).
+    #[serde(default)]
+    pub refresh_token: bool,
+}
+
+/// How an OpenID Connect login got its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OidcFlow {
+    /// Authorization code + PKCE through the browser.
+    Browser,
+    /// The device authorization grant (RFC 8628).
+    Device,
+    /// `mcpgate login --ci --save`: a CI token, no refresh token.
+    Ci,
+}
+
 /// The login state that is not secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -111,9 +166,12 @@ pub struct State {
     pub ca_pem: Option<String>,
     pub user: UserName,
     pub roles: Vec<RoleName>,
-    /// Unix seconds.
+    /// Unix seconds: when the token presented to the broker expires (for
+    /// an OpenID Connect login with a refresh token, it is renewed before).
     pub expires_at: u64,
     pub token_store: TokenStore,
+    #[serde(default)]
+    pub login: LoginKind,
 }
 
 impl State {
@@ -122,12 +180,32 @@ impl State {
         account(&self.user, &self.broker)
     }
 
-    /// The command that logs this user in again.
+    /// The command that logs this user in again, the same way.
     pub fn relogin(&self) -> String {
-        let mut cmd = format!(
-            "mcpgate login --broker {} --user {}",
-            self.broker, self.user
-        );
+        let mut cmd = format!("mcpgate login --broker {}", self.broker);
+        match &self.login {
+            LoginKind::Password => cmd.push_str(&format!(" --user {}", self.user)),
+            LoginKind::Oidc(oidc) => {
+                if oidc.flow == OidcFlow::Ci {
+                    cmd.push_str(" --ci --save");
+                }
+                // A name with spaces or quotes would not survive the shell;
+                // the issuer URL always does.
+                let issuer = if oidc
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+                {
+                    &oidc.name
+                } else {
+                    &oidc.issuer
+                };
+                cmd.push_str(&format!(" --issuer {issuer}"));
+                if oidc.flow == OidcFlow::Device {
+                    cmd.push_str(" --device");
+                }
+            }
+        }
         if self.ca_pem.is_some() {
             cmd.push_str(" --ca-cert FILE");
         }
@@ -136,6 +214,19 @@ impl State {
 
     pub fn expired(&self, now: u64) -> bool {
         now >= self.expires_at
+    }
+
+    /// The OpenID Connect part, for such a login.
+    pub fn oidc(&self) -> Option<&OidcState> {
+        match &self.login {
+            LoginKind::Oidc(oidc) => Some(oidc),
+            LoginKind::Password => None,
+        }
+    }
+
+    /// Whether an expired token can be renewed without the person.
+    pub fn renewable(&self) -> bool {
+        self.oidc().is_some_and(|o| o.refresh_token)
     }
 
     /// The saved state, or `None` when there is none.
@@ -213,7 +304,7 @@ pub fn now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> State {
@@ -224,6 +315,23 @@ mod tests {
             roles: vec!["dev".parse().unwrap(), "ops.readonly".parse().unwrap()],
             expires_at: 1_900_000_000,
             token_store: TokenStore::File,
+            login: LoginKind::Password,
+        }
+    }
+
+    pub(crate) fn sample_oidc() -> State {
+        State {
+            user: "alice@example.com".parse().unwrap(),
+            login: LoginKind::Oidc(OidcState {
+                name: "corp".into(),
+                issuer: "http://127.0.0.1:3000".into(),
+                client_id: Some("mcpgate-cli".into()),
+                resource: Some("urn:mcpgate-broker".into()),
+                scopes: vec!["openid".into(), "offline_access".into()],
+                flow: OidcFlow::Browser,
+                refresh_token: true,
+            }),
+            ..sample()
         }
     }
 
@@ -274,6 +382,66 @@ mod tests {
         fs::write(dir.state_file(), "{not json").unwrap();
         let err = State::load(&dir).unwrap_err().report();
         assert!(err.contains("mcpgate logout"), "{err}");
+    }
+
+    /// A state file written before OpenID Connect logins existed: no
+    /// `login` field. It must keep loading, as a password login.
+    #[test]
+    fn state_files_from_before_oidc_load_as_password_logins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        fs::write(
+            dir.state_file(),
+            r#"{
+  "broker": "https://127.0.0.1:8443",
+  "user": "alice",
+  "roles": ["dev"],
+  "expires_at": 1900000000,
+  "token_store": "file"
+}
+"#,
+        )
+        .unwrap();
+        let state = State::load(&dir).unwrap().unwrap();
+        assert_eq!(state.login, LoginKind::Password);
+        assert_eq!(state.user.as_str(), "alice");
+        assert!(!state.renewable());
+        // Saved again, it says what it is.
+        state.save(&dir).unwrap();
+        let text = fs::read_to_string(dir.state_file()).unwrap();
+        assert!(text.contains(r#""kind": "password""#), "{text}");
+    }
+
+    #[test]
+    fn oidc_state_round_trips_and_holds_nothing_secret() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        let state = sample_oidc();
+        state.save(&dir).unwrap();
+        assert_eq!(State::load(&dir).unwrap(), Some(state.clone()));
+        let text = fs::read_to_string(dir.state_file()).unwrap();
+        assert!(text.contains(r#""kind": "oidc""#), "{text}");
+        assert!(
+            text.contains(r#""issuer": "http://127.0.0.1:3000""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""refresh_token": true"#), "{text}");
+        assert!(state.renewable());
+        assert_eq!(
+            state.relogin(),
+            "mcpgate login --broker https://127.0.0.1:8443 --issuer corp --ca-cert FILE"
+        );
+        let mut device = state.clone();
+        let LoginKind::Oidc(o) = &mut device.login else {
+            unreachable!()
+        };
+        o.flow = OidcFlow::Device;
+        o.name = "Corp SSO".into();
+        device.ca_pem = None;
+        assert_eq!(
+            device.relogin(),
+            "mcpgate login --broker https://127.0.0.1:8443 --issuer http://127.0.0.1:3000 --device"
+        );
     }
 
     #[test]

@@ -154,9 +154,176 @@ impl TestPki {
     }
 }
 
+/// A plain-HTTP server on 127.0.0.1 (a stand-in OpenID Provider):
+/// `handle(method, path, authorization, body)` returns the status and JSON
+/// body. One request per connection.
+pub fn listen_http<H>(listener: TcpListener, handle: H)
+where
+    H: Fn(&str, &str, Option<&str>, &[u8]) -> (u16, String) + Send + Sync + 'static,
+{
+    let handle = Arc::new(handle);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let Some((method, path, auth, body)) = read_request(&mut tcp).await else {
+                    return;
+                };
+                let (status, json) = handle(&method, &path, auth.as_deref(), &body);
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    json.len()
+                );
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let _ = tcp.write_all(json.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+}
+
+/// One request a [`FakeIdp`] received: its path, form fields and
+/// Authorization header.
+#[derive(Debug, Clone)]
+pub struct IdpRequest {
+    pub path: String,
+    pub form: std::collections::HashMap<String, String>,
+    pub auth: Option<String>,
+}
+
+/// Signs ID tokens as a provider would (Ed25519, made by code).
+pub struct IdTokenSigner {
+    key: openidconnect::core::CoreEdDsaPrivateSigningKey,
+}
+
+impl IdTokenSigner {
+    pub fn new() -> Self {
+        let pem = KeyPair::generate_for(&rcgen::PKCS_ED25519)
+            .unwrap()
+            .serialize_pem();
+        let key = openidconnect::core::CoreEdDsaPrivateSigningKey::from_ed25519_pem(
+            &pem,
+            Some(openidconnect::JsonWebKeyId::new("k1".into())),
+        )
+        .unwrap();
+        Self { key }
+    }
+
+    /// The key set to publish.
+    pub fn jwks(&self) -> String {
+        use openidconnect::PrivateSigningKey;
+        serde_json::to_string(&openidconnect::core::CoreJsonWebKeySet::new(vec![
+            self.key.as_verification_key(),
+        ]))
+        .unwrap()
+    }
+
+    /// An ID token for `aud` from `issuer`, issued now, with `nonce` and
+    /// the `at_hash` of `access_token` when given.
+    pub fn id_token(
+        &self,
+        issuer: &str,
+        aud: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+    ) -> String {
+        let now = crate::state::now();
+        let mut claims = serde_json::json!({
+            "iss": issuer, "aud": aud, "sub": "alice", "exp": now + 600, "iat": now,
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = nonce.into();
+        }
+        let claims: openidconnect::core::CoreIdTokenClaims =
+            serde_json::from_value(claims).unwrap();
+        let at = access_token.map(|a| openidconnect::AccessToken::new(a.into()));
+        openidconnect::core::CoreIdToken::new(
+            claims,
+            &self.key,
+            openidconnect::core::CoreJwsSigningAlgorithm::EdDsa,
+            at.as_ref(),
+            None,
+        )
+        .unwrap()
+        .to_string()
+    }
+}
+
+/// What a [`FakeIdp`]'s handler may use: its issuer and its signer.
+pub struct IdpSide {
+    pub issuer: String,
+    pub signer: IdTokenSigner,
+}
+
+/// A stand-in OpenID Provider on `http://127.0.0.1:PORT`: it serves its
+/// discovery document (token, device and revocation endpoints) and its
+/// key set, and hands every other request to `handle(request, side)`. It
+/// records all requests.
+pub struct FakeIdp {
+    pub issuer: String,
+    pub requests: Arc<std::sync::Mutex<Vec<IdpRequest>>>,
+}
+
+impl FakeIdp {
+    pub async fn start<H>(handle: H) -> Self
+    where
+        H: Fn(&IdpRequest, &IdpSide) -> (u16, String) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let side = IdpSide {
+            issuer: issuer.clone(),
+            signer: IdTokenSigner::new(),
+        };
+        let jwks = side.signer.jwks();
+        let (seen, base) = (requests.clone(), issuer.clone());
+        listen_http(listener, move |_method, path, auth, body| {
+            let request = IdpRequest {
+                path: path.to_owned(),
+                form: url::form_urlencoded::parse(body).into_owned().collect(),
+                auth: auth.map(str::to_owned),
+            };
+            seen.lock().unwrap().push(request.clone());
+            match path {
+                "/.well-known/openid-configuration" => (
+                    200,
+                    serde_json::json!({
+                        "issuer": base,
+                        "authorization_endpoint": format!("{base}/auth"),
+                        "token_endpoint": format!("{base}/token"),
+                        "device_authorization_endpoint": format!("{base}/device/auth"),
+                        "revocation_endpoint": format!("{base}/token/revocation"),
+                        "jwks_uri": format!("{base}/jwks"),
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        "id_token_signing_alg_values_supported": ["RS256", "EdDSA"],
+                        "authorization_response_iss_parameter_supported": true
+                    })
+                    .to_string(),
+                ),
+                "/jwks" => (200, jwks.clone()),
+                _ => handle(&request, &side),
+            }
+        });
+        Self { issuer, requests }
+    }
+
+    /// The requests to `path`, in order.
+    pub fn requests_to(&self, path: &str) -> Vec<IdpRequest> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
 /// Method, path, Authorization header and body of one HTTP/1.1 request.
-async fn read_request(
-    tls: &mut TlsStream<TcpStream>,
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(
+    tls: &mut S,
 ) -> Option<(String, String, Option<String>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

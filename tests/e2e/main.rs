@@ -10,12 +10,14 @@
 //! - [`bad_input`]: malformed, batched, oversized messages; unknown servers;
 //!   a crashing upstream.
 //! - [`restart`]: what survives a broker restart.
-//! - [`oidc`]: sign-in through a real OpenID Provider; forged tokens refused.
+//! - [`oidc`]: tokens from a real OpenID Provider at the broker; forged ones refused.
+//! - [`oidc_cli`]: `mcpgate login` through that provider (browser, device, CI).
 //! - [`quickstart`]: the README's one-command broker and demo session.
 
 mod bad_input;
 mod fixtures;
 mod oidc;
+mod oidc_cli;
 mod quickstart;
 mod relay;
 mod restart;
