@@ -364,7 +364,13 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
         (ErrorCode::WeakKey, _) => Error::Broker(format!(
             "the broker refused the session key as weak: {message}"
         )),
-        (ErrorCode::UnknownServer | ErrorCode::BadRequest, _) => Error::Broker(format!(
+        (
+            ErrorCode::UnknownServer
+            | ErrorCode::BadRequest
+            | ErrorCode::NotFound
+            | ErrorCode::Conflict,
+            _,
+        ) => Error::Broker(format!(
             "the broker refused the request (HTTP {status}): {message}"
         )),
         (ErrorCode::Internal, _) => {

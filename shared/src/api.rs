@@ -10,6 +10,8 @@
 //! | POST | `/v1/sessions` | [`SessionRequest`] (Bearer token) | [`SessionResponse`] |
 //! | GET | `/healthz` | — | `ok` |
 //!
+//! Approvals and access requests are in [`crate::approval`].
+//!
 //! The Bearer token is either one `/v1/login` returned (local users) or a
 //! token from an OpenID Provider the broker trusts: a JWT access token for
 //! the broker's resource (`typ: at+jwt`) or an ID token for the CLI's client
@@ -137,6 +139,11 @@ pub enum ErrorCode {
     UnknownServer,
     WeakKey,
     RateLimited,
+    /// No such approval request (or not one the caller may see).
+    NotFound,
+    /// The request changed under the caller: already decided, or the
+    /// digest does not match what the approver was shown.
+    Conflict,
     Internal,
 }
 

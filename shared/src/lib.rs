@@ -8,12 +8,17 @@
 //! - [`identity`]: how a session certificate names its user, session and server.
 //! - [`api`]: the broker's HTTPS API bodies and the tunnel's status line.
 //! - [`secret`]: a wrapper that never prints what it holds.
+//! - [`approval`]: approval requests (held calls, just-in-time access) and
+//!   the digest that binds an approval to one call's arguments.
+//! - [`event`]: decision events (allow, deny, hold, approve, ...).
 //!
 //! **Invariant:** this crate does no I/O: no files, no sockets, no clock,
 //! no randomness, no tokio. Everything here is a pure function of its input.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod approval;
+pub mod event;
 pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;
