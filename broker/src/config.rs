@@ -48,6 +48,9 @@ pub struct Config {
     /// people log in with, and CI platforms' token issuers.
     #[serde(default)]
     pub oidc: Vec<OidcIssuer>,
+    /// Held calls and access requests: how long they wait, who hears.
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
     /// Where the file was read from; relative paths in it are relative to
     /// its folder.
     #[serde(skip)]
@@ -117,6 +120,76 @@ pub struct Role {
     /// Servers this role may open sessions to. Nothing else is allowed.
     #[serde(default)]
     pub servers: Vec<ServerName>,
+    /// Servers whose held calls and access requests this role's members
+    /// may approve or deny (never their own).
+    #[serde(default)]
+    pub approves: Vec<ServerName>,
+    /// Servers this role's members may ask just-in-time access to
+    /// (`mcpgate request-access`); an approver must grant it.
+    #[serde(default)]
+    pub request_access: Vec<ServerName>,
+    /// The longest access grant this role may ask for.
+    #[serde(default = "default_max_access", with = "humantime_serde")]
+    pub max_access_duration: Duration,
+}
+
+/// `[approvals]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsSection {
+    /// A held call waits this long for a decision, then the client gets a
+    /// timeout error. Access requests wait as long.
+    #[serde(default = "default_approval_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// While a call is held, a client that gave a progress token gets a
+    /// progress notification this often.
+    #[serde(default = "default_progress_interval", with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// Told when a request is opened and when it is decided.
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        Self {
+            timeout: default_approval_timeout(),
+            progress_interval: default_progress_interval(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// `[[approvals.webhooks]]`: where approval events are posted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `https`, or `http` on a loopback address only. May hold a secret
+    /// (Slack's URLs do): it never prints.
+    pub url: Secret<String>,
+    /// The body's shape.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Extra request headers, e.g. `Authorization`; values never print.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret<String>>,
+    /// Extra CA certificates (PEM) for the receiver, relative to this file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Attempts per event before giving up (with exponential backoff).
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+}
+
+/// What a webhook body looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"event": "approval.opened", "approval": {...}}`.
+    #[default]
+    Json,
+    /// A Slack-compatible `{"text": ..., "blocks": [...]}` message.
+    Slack,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +407,18 @@ fn default_jwks_refresh() -> Duration {
 fn default_jwks_max_age() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_max_access() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_approval_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_progress_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_webhook_attempts() -> u32 {
+    5
+}
 fn default_workload_cert_ttl() -> Duration {
     Duration::from_secs(5 * 60)
 }
@@ -366,12 +451,55 @@ impl Config {
             message,
         };
         for (name, role) in &self.roles {
-            for server in &role.servers {
-                if !self.servers.contains_key(server) {
-                    return Err(invalid(format!(
-                        "role {name:?} lists server {server:?}, which is not under [servers]"
-                    )));
+            let lists = [
+                ("servers", &role.servers),
+                ("approves", &role.approves),
+                ("request_access", &role.request_access),
+            ];
+            for (field, servers) in lists {
+                for server in servers {
+                    if !self.servers.contains_key(server) {
+                        return Err(invalid(format!(
+                            "role {name:?} lists server {server:?} in {field}, which is not under [servers]"
+                        )));
+                    }
                 }
+            }
+            if role.max_access_duration < Duration::from_secs(60) {
+                return Err(invalid(format!(
+                    "role {name:?}: max_access_duration must be at least 1m"
+                )));
+            }
+        }
+        let a = &self.approvals;
+        if a.timeout < Duration::from_secs(1) || a.timeout > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                "approvals.timeout must be between 1s and 24h".into(),
+            ));
+        }
+        if a.progress_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "approvals.progress_interval must be at least 100ms".into(),
+            ));
+        }
+        for (k, hook) in a.webhooks.iter().enumerate() {
+            let url = url::Url::parse(hook.url.expose())
+                .map_err(|e| invalid(format!("approvals.webhooks[{k}].url is not a URL: {e}")))?;
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if !(url.scheme() == "https" || url.scheme() == "http" && loopback) {
+                return Err(invalid(format!(
+                    "approvals.webhooks[{k}].url must be https (http only on a loopback address)"
+                )));
+            }
+            if hook.max_attempts == 0 || hook.max_attempts > 20 {
+                return Err(invalid(format!(
+                    "approvals.webhooks[{k}].max_attempts must be between 1 and 20"
+                )));
             }
         }
         for (name, user) in &self.users {
