@@ -175,6 +175,7 @@ async fn handle(broker: Arc<Broker>, acceptor: TlsAcceptor, tcp: TcpStream, peer
             session: session.clone(),
             user: record.user.clone(),
             server: record.server.clone(),
+            roles: record.roles.clone(),
         };
         let limits = Limits {
             max_message_bytes: broker.config.broker.max_message_bytes,

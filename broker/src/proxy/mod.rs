@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use mcpgate_shared::names::{ServerName, SessionId, UserName};
+use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
 
 pub mod frame;
 mod log;
@@ -26,7 +26,7 @@ pub mod stage;
 
 pub use log::{Counts, Log};
 pub use relay::relay;
-pub use stage::{Direction, Flow, Stage};
+pub use stage::{Direction, Flow, Hold, Notifier, Stage};
 
 /// Who and what a session is about; every stage gets it with each message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct SessionContext {
     pub session: SessionId,
     pub user: UserName,
     pub server: ServerName,
+    /// The user's roles when the session was granted; policy decides on
+    /// these for the whole session.
+    pub roles: Vec<RoleName>,
 }
 
 /// Bounds the relay enforces.

@@ -14,7 +14,7 @@
 //! answer every open client request when the session ends, refuse a
 //! duplicate id, and drop a response to a request nobody made.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::frame::{Frame, Head, LineReader, sniff};
-use super::stage::{self, Direction, Flow, Stage};
+use super::stage::{self, Direction, Flow, Notifier, Stage};
 use super::{EndReason, Limits, SessionContext};
 use crate::upstream::Upstream;
 
@@ -115,6 +115,12 @@ where
         to_receiver: Outbox::Strong(client_tx.clone()),
         sent: upstream_pending.clone(),
         received: client_pending.clone(),
+        holds: None,
+    };
+    let holds = Holds {
+        to_upstream: up_tx.downgrade(),
+        to_client: client_tx.downgrade(),
+        tasks: Mutex::default(),
     };
     let from_client = Pump {
         direction: Direction::FromClient,
@@ -127,6 +133,7 @@ where
         to_receiver: Outbox::Strong(up_tx),
         sent: client_pending.clone(),
         received: upstream_pending,
+        holds: Some(Arc::new(holds)),
     };
     let c2u = tokio::spawn(
         from_client
@@ -411,6 +418,54 @@ struct Pump {
     sent: Arc<Pending>,
     /// Requests the receiver made that the sender has not answered.
     received: Arc<Pending>,
+    /// Client requests a stage is holding (approvals); `None` upstream.
+    holds: Option<Arc<Holds>>,
+}
+
+/// The client requests being held, each waiting in a task of its own so
+/// the pump goes on. Senders are weak: a held call never keeps a peer's
+/// writer open. When the pump goes (the session ends), every hold is
+/// aborted, which drops its future: the stage that made it sees that as
+/// a cancellation.
+struct Holds {
+    to_upstream: mpsc::WeakSender<Vec<u8>>,
+    to_client: mpsc::WeakSender<Vec<u8>>,
+    tasks: Mutex<HashMap<Id, JoinHandle<()>>>,
+}
+
+impl Holds {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<Id, JoinHandle<()>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops waiting for `id`; `true` if it was held.
+    fn cancel(&self, id: &Id) -> bool {
+        match self.tasks().remove(id) {
+            Some(task) => {
+                task.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Holds {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks().drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        if let Some(holds) = &self.holds {
+            for (_, task) in holds.tasks().drain() {
+                task.abort();
+            }
+        }
+    }
 }
 
 impl Pump {
@@ -476,6 +531,17 @@ impl Pump {
                     return true;
                 }
             }
+            Kind::Notification { method } if method == mcp::CANCELLED => {
+                // A held call the client gives up on never reaches the
+                // upstream, so neither does its cancellation.
+                if let (Some(holds), Some(id)) = (&self.holds, cancelled_request(&msg))
+                    && holds.cancel(&id)
+                {
+                    self.sent.remove(&id);
+                    tracing::info!(%id, "held request cancelled by the client");
+                    return true;
+                }
+            }
             Kind::Result { id } | Kind::Error { id: Some(id) } if !self.received.contains(id) => {
                 // Answers nothing the receiver asked (or a request it has
                 // cancelled): passing it on could only confuse the receiver.
@@ -485,6 +551,10 @@ impl Pump {
             _ => {}
         }
 
+        let request_id = match msg.kind() {
+            Kind::Request { id, .. } => Some(id.clone()),
+            _ => None,
+        };
         match stage::run(&self.stages, &self.ctx, self.direction, msg).await {
             Flow::Forward(msg) => {
                 match msg.kind() {
@@ -512,7 +582,65 @@ impl Pump {
                 true
             }
             Flow::Drop => true,
+            Flow::Hold(hold) => {
+                let (Some(holds), Some(id)) = (&self.holds, request_id) else {
+                    tracing::error!(direction = %self.direction, "a stage held a message that cannot be held; dropped");
+                    return true;
+                };
+                self.hold(holds, id, hold);
+                true
+            }
         }
+    }
+
+    /// Runs a held request in its own task: the id stays open (so it cannot
+    /// be reused, and it is answered if the session ends), and what the
+    /// hold resolves to is forwarded or answered like any other flow.
+    fn hold(&self, holds: &Arc<Holds>, id: Id, hold: stage::Hold) {
+        self.sent.insert(id.clone());
+        let notifier = Notifier::new(holds.to_client.clone());
+        let sent = self.sent.clone();
+        let task_holds = Arc::downgrade(holds);
+        let task_id = id.clone();
+        let to_upstream = holds.to_upstream.clone();
+        let to_client = holds.to_client.clone();
+        // Locked across the spawn: the task removes itself from the map
+        // when it ends, which must come after it was put there.
+        let mut tasks = holds.tasks();
+        let task = tokio::spawn(
+            async move {
+                let flow = hold.start(notifier).await;
+                if let Some(holds) = task_holds.upgrade() {
+                    holds.tasks().remove(&task_id);
+                }
+                let (line, to) = match flow {
+                    Flow::Forward(msg) => (msg.to_line(), to_upstream),
+                    Flow::Reply(mut line) => {
+                        sent.remove(&task_id);
+                        if !line.ends_with(b"\n") {
+                            line.push(b'\n');
+                        }
+                        (line, to_client)
+                    }
+                    Flow::Drop | Flow::Hold(_) => {
+                        sent.remove(&task_id);
+                        tracing::error!(id = %task_id, "a held request resolved to nothing; answered with an error");
+                        let line = error_line(
+                            Some(&task_id),
+                            GATEWAY_REFUSED,
+                            "the gateway could not decide on this request",
+                            None,
+                        );
+                        (line, to_client)
+                    }
+                };
+                if let Some(tx) = to.upgrade() {
+                    let _ = tx.send(line).await;
+                }
+            }
+            .in_current_span(),
+        );
+        tasks.insert(id, task);
     }
 
     /// A line that was refused (invalid or too large): it never reaches the
@@ -607,6 +735,7 @@ mod tests {
             session: "s-relay".parse().unwrap(),
             user: "alice".parse().unwrap(),
             server: "demo".parse().unwrap(),
+            roles: vec!["engineer".parse().unwrap()],
         }
     }
 
@@ -975,6 +1104,114 @@ mod tests {
             // The log stage runs after the deny stage: it never saw the call.
             let counts = log.counts();
             assert_eq!((counts.from_client, counts.from_upstream), (1, 2));
+        })
+        .await
+        .unwrap();
+    }
+    /// Holds every `tools/call` until the test releases it through a
+    /// channel: `true` forwards it, `false` denies it. Reports when a hold
+    /// is dropped unfinished (a cancellation).
+    struct HoldCalls {
+        release: tokio::sync::Mutex<mpsc::Receiver<bool>>,
+        dropped: mpsc::Sender<()>,
+    }
+
+    struct OnDrop(Option<mpsc::Sender<()>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Stage for Arc<HoldCalls> {
+        fn name(&self) -> &'static str {
+            "hold-calls"
+        }
+        async fn from_client(&self, _: &SessionContext, msg: Message) -> Flow {
+            if msg.method() != Some(mcp::TOOLS_CALL) {
+                return Flow::Forward(msg);
+            }
+            let me = self.clone();
+            Flow::Hold(crate::proxy::Hold::new(move |notifier| async move {
+                let mut guard = OnDrop(Some(me.dropped.clone()));
+                let note = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#).unwrap();
+                notifier.send(&note).await;
+                let go = me.release.lock().await.recv().await.unwrap_or(false);
+                guard.0 = None;
+                if go {
+                    Flow::Forward(msg)
+                } else {
+                    msg.error_reply(GATEWAY_REFUSED, "denied by approver")
+                        .map_or(Flow::Drop, Flow::Reply)
+                }
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_call_waits_without_holding_up_the_session_and_runs_later_stages_after() {
+        timeout(TEST_LIMIT, async {
+            let (release, rx) = mpsc::channel(4);
+            let (dropped, mut was_dropped) = mpsc::channel(4);
+            let hold = Arc::new(HoldCalls {
+                release: tokio::sync::Mutex::new(rx),
+                dropped,
+            });
+            let log = Arc::new(Log::new());
+            let stages: Vec<Arc<dyn Stage>> = vec![log.clone(), Arc::new(hold), log.clone()];
+            let mut s = start(sh(COUNTING_ECHO), 4096, stages, Duration::from_secs(60));
+            s.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}"#)
+                .await;
+            // The hold speaks to the client while it waits...
+            assert_eq!(s.recv_json().await["method"], "notifications/progress");
+            // ...and other messages pass meanwhile.
+            s.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#).await;
+            assert_eq!(s.recv_json().await["id"], 2);
+            // The held id stays open: it cannot be reused.
+            s.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).await;
+            assert_eq!(error_of(&s.recv_json().await).1, GATEWAY_REFUSED);
+            // Released: forwarded, and the stage after the hold saw it.
+            let before = log.counts().from_client;
+            release.send(true).await.unwrap();
+            let echoed = s.recv_json().await;
+            assert_eq!(
+                (echoed["id"].clone(), echoed["method"].clone()),
+                (Value::from(1), Value::from("tools/call"))
+            );
+            assert_eq!(log.counts().from_client, before + 1);
+            // A denied hold answers the client and forwards nothing.
+            s.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"b"}}"#)
+                .await;
+            assert_eq!(s.recv_json().await["method"], "notifications/progress");
+            release.send(false).await.unwrap();
+            assert_eq!(error_of(&s.recv_json().await).0, Value::from(3));
+            // A cancelled hold is dropped; neither it nor the cancellation
+            // reaches the upstream.
+            s.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"c"}}"#)
+                .await;
+            assert_eq!(s.recv_json().await["method"], "notifications/progress");
+            s.send(
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":4}}"#,
+            )
+            .await;
+            was_dropped.recv().await.unwrap();
+            // One held at the end of the session is answered with an error.
+            s.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"d"}}"#)
+                .await;
+            assert_eq!(s.recv_json().await["method"], "notifications/progress");
+            s.close().await;
+            let rest = s.rest().await;
+            assert!(
+                rest.iter().any(|v| v["id"] == 5 && v["error"].is_object()),
+                "{rest:?}"
+            );
+            // ping 2 and tools/call 1: nothing else reached the upstream.
+            assert!(rest.iter().any(|v| v["params"]["lines"] == 2), "{rest:?}");
+            was_dropped.recv().await.unwrap();
+            s.end().await;
         })
         .await
         .unwrap();

@@ -15,7 +15,6 @@ use mcpgate_shared::jsonrpc::Message;
 use super::SessionContext;
 
 /// What a stage decided about one message.
-#[derive(Debug, Clone, PartialEq)]
 pub enum Flow {
     /// Pass it (possibly changed) to the next stage, then to the peer.
     Forward(Message),
@@ -25,6 +24,79 @@ pub enum Flow {
     Reply(Vec<u8>),
     /// Swallow it: nothing is forwarded and nobody is answered.
     Drop,
+    /// Decide later (a call held for approval): the relay keeps the
+    /// request open, goes on with other messages, and runs the [`Hold`]
+    /// in its own task. What it resolves to continues through the stages
+    /// after this one. Only for requests from the client.
+    Hold(Hold),
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flow::Forward(m) => f.debug_tuple("Forward").field(m).finish(),
+            Flow::Reply(line) => f
+                .debug_tuple("Reply")
+                .field(&String::from_utf8_lossy(line))
+                .finish(),
+            Flow::Drop => f.write_str("Drop"),
+            Flow::Hold(_) => f.write_str("Hold(..)"),
+        }
+    }
+}
+
+impl PartialEq for Flow {
+    /// Holds are never equal: each is one waiting call.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Flow::Forward(a), Flow::Forward(b)) => a == b,
+            (Flow::Reply(a), Flow::Reply(b)) => a == b,
+            (Flow::Drop, Flow::Drop) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A decision still to come. The relay gives it a [`Notifier`] to the
+/// client (for progress notifications while it waits) and drops it,
+/// unfinished, when the client cancels the request or the session ends.
+pub struct Hold(Box<dyn FnOnce(Notifier) -> BoxFuture<Flow> + Send>);
+
+/// A boxed future the relay can run in a task of its own.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl Hold {
+    pub fn new<F, Fut>(f: F) -> Hold
+    where
+        F: FnOnce(Notifier) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Flow> + Send + 'static,
+    {
+        Hold(Box::new(move |n| Box::pin(f(n))))
+    }
+
+    /// Starts waiting.
+    pub fn start(self, notifier: Notifier) -> BoxFuture<Flow> {
+        (self.0)(notifier)
+    }
+}
+
+/// Sends unsolicited messages (notifications) to the client while a
+/// request is held.
+#[derive(Clone)]
+pub struct Notifier(tokio::sync::mpsc::WeakSender<Vec<u8>>);
+
+impl Notifier {
+    pub fn new(tx: tokio::sync::mpsc::WeakSender<Vec<u8>>) -> Self {
+        Notifier(tx)
+    }
+
+    /// `false` when the client is gone.
+    pub async fn send(&self, msg: &Message) -> bool {
+        match self.0.upgrade() {
+            Some(tx) => tx.send(msg.to_line()).await.is_ok(),
+            None => false,
+        }
+    }
 }
 
 /// One step of the relay pipeline. A stage is shared by both directions of
@@ -77,15 +149,39 @@ impl std::fmt::Display for Direction {
 
 /// Runs `msg` through `stages` for one direction: in order from the client,
 /// in reverse from the upstream. Stops at the first stage that does not
-/// forward.
+/// forward. A stage that holds the message gets the rest of the pipeline
+/// chained after its hold.
 pub async fn run(
-    stages: &[Arc<dyn Stage>],
+    stages: &Arc<[Arc<dyn Stage>]>,
+    ctx: &SessionContext,
+    direction: Direction,
+    msg: Message,
+) -> Flow {
+    run_from(stages, 0, ctx, direction, msg).await
+}
+
+/// The stages after a hold. Boxed with a named type: the pipeline's
+/// future contains itself, which would otherwise leave its type (and
+/// whether it is `Send`) undecidable.
+fn rest(
+    stages: Arc<[Arc<dyn Stage>]>,
+    start: usize,
+    ctx: SessionContext,
+    direction: Direction,
+    msg: Message,
+) -> BoxFuture<Flow> {
+    Box::pin(async move { run_from(&stages, start, &ctx, direction, msg).await })
+}
+
+async fn run_from(
+    stages: &Arc<[Arc<dyn Stage>]>,
+    start: usize,
     ctx: &SessionContext,
     direction: Direction,
     mut msg: Message,
 ) -> Flow {
     let n = stages.len();
-    for k in 0..n {
+    for k in start..n {
         let stage = match direction {
             Direction::FromClient => &stages[k],
             Direction::FromUpstream => &stages[n - 1 - k],
@@ -96,6 +192,17 @@ pub async fn run(
         };
         match flow {
             Flow::Forward(next) => msg = next,
+            Flow::Hold(hold) => {
+                tracing::debug!(stage = stage.name(), %direction, "stage held the message");
+                let stages = stages.clone();
+                let ctx = ctx.clone();
+                return Flow::Hold(Hold::new(move |notifier| async move {
+                    match hold.start(notifier).await {
+                        Flow::Forward(msg) => rest(stages, k + 1, ctx, direction, msg).await,
+                        other => other,
+                    }
+                }));
+            }
             other => {
                 tracing::debug!(stage = stage.name(), %direction, "stage stopped the message");
                 return other;
@@ -142,6 +249,7 @@ mod tests {
             session: "s".parse().unwrap(),
             user: "u".parse().unwrap(),
             server: "x".parse().unwrap(),
+            roles: vec!["engineer".parse().unwrap()],
         }
     }
 
@@ -155,7 +263,7 @@ mod tests {
                 stop,
             })
         };
-        let stages = [stage("a", false), stage("b", false)];
+        let stages: Arc<[Arc<dyn Stage>]> = vec![stage("a", false), stage("b", false)].into();
         let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         let flow = run(&stages, &ctx(), Direction::FromClient, msg.clone()).await;
         assert_eq!(flow, Flow::Forward(msg.clone()));
@@ -164,7 +272,7 @@ mod tests {
 
         // A stage that stops a message hides it from the stages after it.
         seen.lock().unwrap().clear();
-        let stages = [stage("a", true), stage("b", false)];
+        let stages: Arc<[Arc<dyn Stage>]> = vec![stage("a", true), stage("b", false)].into();
         assert_eq!(
             run(&stages, &ctx(), Direction::FromClient, msg).await,
             Flow::Drop
