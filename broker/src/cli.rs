@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use mcpgate_shared::names::{RoleName, UserName};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use mcpgate_shared::names::{RoleName, ServerName, UserName};
 
 /// Environment variable naming the config file, for every subcommand that
 /// takes `--config`.
@@ -42,6 +42,11 @@ pub enum Command {
         /// Log format on stderr
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Policy rules: explain what they decide for a call
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Manage local users in the config file
     User {
@@ -100,6 +105,54 @@ pub enum UserCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `mcpgate-broker policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Explain what the policy decides for one call and which rules matched
+    ///
+    /// Reads the config and its policy files as `serve` would, decides the
+    /// call, and prints the decision, the rule that made it (FILE:LINE) and
+    /// every other rule that matched.
+    #[command(
+        after_help = "Exit status: 0 allow, 3 deny, 4 approve (held for approval); \
+        1 when the config or the arguments are wrong, 2 for usage errors."
+    )]
+    Check(PolicyCheckArgs),
+}
+
+/// What `policy check` decides on: who, where, what.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("item").required(true).args(["tool", "resource", "prompt"])))]
+#[command(group(ArgGroup::new("who").required(true).multiple(true).args(["user", "roles"])))]
+pub struct PolicyCheckArgs {
+    #[arg(long, env = CONFIG_ENV)]
+    pub config: PathBuf,
+    /// A local user under [users] (their roles are looked up); with
+    /// --role, any user name (an IdP user), for conditions on `user`
+    #[arg(long)]
+    pub user: Option<UserName>,
+    /// A role the caller has (repeatable), instead of looking up --user
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<RoleName>,
+    /// The server, as named under [servers]
+    #[arg(long)]
+    pub server: ServerName,
+    /// A tool call by tool name
+    #[arg(long, value_name = "NAME")]
+    pub tool: Option<String>,
+    /// A resource read by URI
+    #[arg(long, value_name = "URI")]
+    pub resource: Option<String>,
+    /// A prompt by name
+    #[arg(long, value_name = "NAME")]
+    pub prompt: Option<String>,
+    /// The call's arguments, a JSON object
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    pub args: String,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -15,6 +15,8 @@ use mcpgate_shared::names::{RoleName, ServerName, UserName};
 use mcpgate_shared::secret::Secret;
 use serde::Deserialize;
 
+use crate::policy::{Policy, PolicySection};
+
 /// The commented example configuration `mcpgate-broker init` writes.
 /// `@BROKER_EXE@` is replaced with the path of the running binary.
 pub const EXAMPLE: &str = include_str!("../example-config.toml");
@@ -51,6 +53,11 @@ pub struct Config {
     /// Held calls and access requests: how long they wait, who hears.
     #[serde(default)]
     pub approvals: ApprovalsSection,
+    /// `[[policy]]` rules: which tools, resources and prompts each role
+    /// may use on each server (see [`crate::policy`]). None: nothing is
+    /// allowed.
+    #[serde(default)]
+    pub policy: PolicySection,
     /// Where the file was read from; relative paths in it are relative to
     /// its folder.
     #[serde(skip)]
@@ -92,6 +99,10 @@ pub struct BrokerSection {
     /// At most this many tunnels at once.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// More `[[policy]]` rules, one file each, relative to this file;
+    /// read after the rules in this file.
+    #[serde(default)]
+    pub policy_files: Vec<toml::Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -441,6 +452,7 @@ impl Config {
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
         config.path = path.to_owned();
+        config.policy.locate(path, text);
         config.check()?;
         Ok(config)
     }
@@ -548,7 +560,13 @@ impl Config {
                 return Err(invalid(format!("server {name:?}: command is empty")));
             }
         }
-        self.check_oidc().map_err(invalid)
+        self.check_oidc().map_err(invalid)?;
+        // Last: rules name roles and servers checked above.
+        Policy::compile(self).map_err(|e| ConfigError::Invalid {
+            path: e.file,
+            message: format!("line {}: {}", e.line, e.message),
+        })?;
+        Ok(())
     }
 
     fn check_oidc(&self) -> Result<(), String> {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use mcpgate_broker::cli::{Args, Command, LOG_ENV, LogFormat, Output, UserCommand};
+use mcpgate_broker::cli::{Args, Command, LOG_ENV, LogFormat, Output, PolicyCommand, UserCommand};
 use mcpgate_broker::{demo_server, init, quickstart, serve, store, users};
 
 fn main() -> ExitCode {
@@ -101,6 +101,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             ))
         }
         Command::DemoServer => demo_server::run(),
+        Command::Policy {
+            command: PolicyCommand::Check(args),
+        } => {
+            let effect = mcpgate_broker::policy::run_check(&args, &mut std::io::stdout().lock())?;
+            match mcpgate_broker::policy::exit_code(effect) {
+                0 => Ok(()),
+                code => std::process::exit(code.into()),
+            }
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
