@@ -14,12 +14,15 @@
 //!   store; one certificate opens one tunnel, once.
 //! - [`tunnel`]: the mTLS listener that admits a session certificate.
 //! - [`upstream`]: the stdio MCP server spawned for a session.
+//! - [`policy`]: per role and server, which tools, resources and prompts
+//!   are allowed, denied or held for approval (CEL conditions on arguments).
 //! - [`proxy`]: the relay, a pipeline of stages between tunnel and upstream.
 //! - [`serve`]: wires the above together and shuts them down.
 //! - [`init`], [`users`], [`quickstart`], [`demo_server`]: admin commands.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod approval;
 pub mod auth;
 pub mod ca;
 pub mod cli;
@@ -27,6 +30,7 @@ pub mod config;
 pub mod demo_server;
 pub mod init;
 pub mod oidc;
+pub mod policy;
 pub mod proxy;
 pub mod quickstart;
 pub mod serve;
@@ -35,3 +39,4 @@ pub mod store;
 pub mod tunnel;
 pub mod upstream;
 pub mod users;
+pub mod webhook;

@@ -20,6 +20,12 @@ pub const SESSIONS_DB: &str = "sessions.db";
 #[error("session store: {0}")]
 pub struct StoreError(String);
 
+impl StoreError {
+    pub fn new(message: String) -> Self {
+        StoreError(message)
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError(e.to_string())
@@ -56,6 +62,41 @@ CREATE TABLE IF NOT EXISTS sessions (
     end_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_at);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    server TEXT NOT NULL,
+    session TEXT,
+    method TEXT,
+    name TEXT,
+    arguments TEXT,
+    digest TEXT NOT NULL,
+    rule TEXT,
+    reason TEXT,
+    duration_secs INTEGER,
+    required INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    decided_at INTEGER,
+    grant_expires_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS approvals_state ON approvals(state, created_at);
+CREATE TABLE IF NOT EXISTS approval_votes (
+    approval TEXT NOT NULL REFERENCES approvals(id),
+    approver TEXT NOT NULL,
+    approve INTEGER NOT NULL,
+    reason TEXT,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (approval, approver)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    session TEXT,
+    event TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str = "id, user, issuer, roles, server, client_addr, created_at, cert_serial, \
@@ -102,7 +143,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (each call
         // is one statement or transaction), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

@@ -141,6 +141,17 @@ pub struct Approval {
     pub grant_expires_at: Option<u64>,
 }
 
+impl Approval {
+    /// Who voted yes, in voting order.
+    pub fn approvers(&self) -> Vec<UserName> {
+        self.votes
+            .iter()
+            .filter(|v| v.approve)
+            .map(|v| v.approver.clone())
+            .collect()
+    }
+}
+
 /// `GET /v1/approvals` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalQuery {

@@ -29,6 +29,16 @@ pub const GATEWAY_REFUSED: i64 = -32001;
 pub const UPSTREAM_UNAVAILABLE: i64 = -32002;
 /// The upstream sent something the gateway could not pass on.
 pub const UPSTREAM_INVALID: i64 = -32003;
+/// Policy denied the call (a deny rule, or no rule allowed it); it never
+/// reached the upstream. `data` names the rule.
+pub const POLICY_DENIED: i64 = -32010;
+/// The call was held for approval and an approver denied it.
+pub const APPROVAL_DENIED: i64 = -32011;
+/// The call was held for approval and nobody decided in time.
+pub const APPROVAL_EXPIRED: i64 = -32012;
+/// The call was held for approval and the approval could not be completed
+/// (cancelled, or the broker could not keep its record): not forwarded.
+pub const APPROVAL_FAILED: i64 = -32013;
 
 /// A request id: a string or an integer. `1` and `"1"` are different ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
