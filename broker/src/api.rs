@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,11 +17,16 @@ use mcpgate_shared::api::{
     ApiError, AuthMethods, ErrorCode, LoginRequest, OidcLogin, ServerInfo, ServersResponse,
     SessionRequest, SessionResponse, TokenResponse, WhoAmI,
 };
+use mcpgate_shared::approval::{
+    AccessRequest, Approval, ApprovalList, ApprovalQuery, ApprovalState, DecisionRequest, GrantList,
+};
+use mcpgate_shared::event::{DecisionEvent, DecisionKind};
 use mcpgate_shared::identity::CertIdentity;
-use mcpgate_shared::names::{RoleName, SessionId, UserName};
+use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
+use crate::approval::{DecideError, ListFilter, now_ms};
 use crate::auth::{AuthError, Credentials, Identity, TOKEN_ISSUER, unix_now};
 use crate::ca::CaError;
 use crate::oidc::{self, Rejection};
@@ -118,6 +123,11 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/servers", get(servers))
         .route("/v1/sessions", post(create_session).get(list_sessions))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(get_approval))
+        .route("/v1/approvals/{id}/decision", post(decide_approval))
+        .route("/v1/access-requests", post(request_access))
+        .route("/v1/access-grants", get(list_grants))
         .with_state(broker)
 }
 
@@ -303,13 +313,37 @@ async fn create_session(
             format!("there is no server named {:?}", req.server.as_str()),
         ));
     }
+    // A role that lists the server, or a live just-in-time grant, which
+    // then bounds the session: it ends when the grant does.
+    let mut grant_ends: Option<u64> = None;
     if !b.config.may_connect(&id.roles, &req.server) {
-        warn!(user = %id.user, client = %peer, server = %req.server, "session refused: no role allows this server");
-        return Err(Failure::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            format!("none of your roles allows server {:?}", req.server.as_str()),
-        ));
+        let grant = b
+            .approvals
+            .active_grant(&id.user, &req.server)
+            .await
+            .map_err(Failure::internal)?;
+        match grant.and_then(|g| g.grant_expires_at.map(|t| (g.id, t))) {
+            Some((grant, until)) => {
+                info!(user = %id.user, server = %req.server, %grant, until, "session allowed by an access grant");
+                grant_ends = Some(until);
+            }
+            None => {
+                warn!(user = %id.user, client = %peer, server = %req.server, "session refused: no role allows this server");
+                let hint = if may_request_access(&b, &id.roles, &req.server).is_some() {
+                    "; ask for access with `mcpgate request-access`"
+                } else {
+                    ""
+                };
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Forbidden,
+                    format!(
+                        "none of your roles allows server {:?}{hint}",
+                        req.server.as_str()
+                    ),
+                ));
+            }
+        }
     }
     let session: SessionId = uuid::Uuid::new_v4()
         .to_string()
@@ -320,12 +354,17 @@ async fn create_session(
         user: id.user.clone(),
         server: req.server.clone(),
     };
-    let cert =
-        b.ca.sign_session(
-            &req.csr_pem,
-            &cert_identity,
-            cert_ttl.unwrap_or(b.config.broker.cert_ttl),
-        )
+    let now = unix_now();
+    let mut cert_ttl = cert_ttl.unwrap_or(b.config.broker.cert_ttl);
+    let mut max_duration_secs = b.config.broker.session_max_duration.as_secs();
+    if let Some(until) = grant_ends {
+        let left = until.saturating_sub(now).max(1);
+        cert_ttl = cert_ttl.min(std::time::Duration::from_secs(left));
+        max_duration_secs = max_duration_secs.min(left);
+    }
+    let cert = b
+        .ca
+        .sign_session(&req.csr_pem, &cert_identity, cert_ttl)
         .map_err(|e| match e {
             CaError::WeakKey(_) => {
                 warn!(user = %id.user, client = %peer, reason = %e, "session refused: weak key");
@@ -334,7 +373,6 @@ async fn create_session(
             CaError::BadCsr(_) => Failure::bad_request(e.to_string()),
             other => Failure::internal(other),
         })?;
-    let now = unix_now();
     let connect_by = cert
         .not_after
         .duration_since(std::time::UNIX_EPOCH)
@@ -350,7 +388,7 @@ async fn create_session(
         created_at: now,
         cert_serial: cert.serial.clone(),
         connect_by,
-        max_duration_secs: b.config.broker.session_max_duration.as_secs(),
+        max_duration_secs,
         state: SessionState::Issued,
         connected_at: None,
         tunnel_peer: None,
@@ -374,7 +412,7 @@ async fn create_session(
         tunnel_addr: b.tunnel_public_addr.clone(),
         tunnel_server_name: b.tunnel_server_name.clone(),
         connect_by,
-        max_duration_secs: b.config.broker.session_max_duration.as_secs(),
+        max_duration_secs,
     }))
 }
 
@@ -392,4 +430,246 @@ async fn list_sessions(
         .map_err(Failure::internal)?
         .map_err(Failure::internal)?;
     Ok(Json(all.into_iter().filter(|r| r.user == user).collect()))
+}
+
+/// Servers whose requests these roles may decide.
+fn approver_servers(b: &Broker, roles: &[RoleName]) -> Vec<ServerName> {
+    let mut out: Vec<ServerName> = roles
+        .iter()
+        .filter_map(|r| b.config.roles.get(r))
+        .flat_map(|r| r.approves.iter().cloned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The longest access these roles may ask for on `server`, if any may.
+fn may_request_access(
+    b: &Broker,
+    roles: &[RoleName],
+    server: &ServerName,
+) -> Option<std::time::Duration> {
+    roles
+        .iter()
+        .filter_map(|r| b.config.roles.get(r))
+        .filter(|r| r.request_access.contains(server))
+        .map(|r| r.max_access_duration)
+        .max()
+}
+
+impl From<DecideError> for Failure {
+    fn from(e: DecideError) -> Self {
+        let (status, code) = match &e {
+            DecideError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            DecideError::OwnRequest | DecideError::NotApprover(_) => {
+                (StatusCode::FORBIDDEN, ErrorCode::Forbidden)
+            }
+            DecideError::AlreadyDecided { .. }
+            | DecideError::AlreadyVoted(_)
+            | DecideError::DigestMismatch(_) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            DecideError::Store(e) => return Failure::internal(e),
+        };
+        Failure::new(status, code, e.to_string())
+    }
+}
+
+fn not_found(id: &str) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no approval request {id}"),
+    )
+}
+
+/// Long polls wait at most this long.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Requests the caller may see: their own, and those of servers they
+/// approve for. With `after_version`, waits for a change first.
+async fn list_approvals(
+    State(b): State<Arc<Broker>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    Query(q): Query<ApprovalQuery>,
+) -> ApiResult<ApprovalList> {
+    let id = caller(&b, &headers, peer).await?.identity;
+    let state = match q.state.as_deref() {
+        None => Some(ApprovalState::Pending),
+        Some("all") => None,
+        Some(s) => Some(s.parse::<ApprovalState>().map_err(Failure::bad_request)?),
+    };
+    if let Some(after) = q.after_version {
+        let wait = std::time::Duration::from_secs(q.wait_secs.unwrap_or(30)).min(MAX_WAIT);
+        let mut changes = b.approvals.subscribe();
+        let changed = async {
+            while *changes.borrow_and_update() == after {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait, changed).await;
+    }
+    let version = b.approvals.version();
+    let approvals = b
+        .approvals
+        .list(ListFilter {
+            state,
+            user: id.user.clone(),
+            approves: approver_servers(&b, &id.roles),
+        })
+        .await
+        .map_err(Failure::internal)?;
+    Ok(Json(ApprovalList { approvals, version }))
+}
+
+async fn get_approval(
+    State(b): State<Arc<Broker>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    Path(approval): Path<String>,
+) -> ApiResult<Approval> {
+    let id = caller(&b, &headers, peer).await?.identity;
+    let a = b
+        .approvals
+        .get(&approval)
+        .await
+        .map_err(Failure::internal)?
+        .ok_or_else(|| not_found(&approval))?;
+    // Someone who may neither decide it nor made it does not learn that
+    // it exists.
+    if a.requester != id.user && !approver_servers(&b, &id.roles).contains(&a.server) {
+        return Err(not_found(&approval));
+    }
+    Ok(Json(a))
+}
+
+async fn decide_approval(
+    State(b): State<Arc<Broker>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    Path(approval): Path<String>,
+    body: Bytes,
+) -> ApiResult<Approval> {
+    let id = caller(&b, &headers, peer).await?.identity;
+    let req: DecisionRequest = parse_body(&body)?;
+    let approves = approver_servers(&b, &id.roles);
+    let approve = req.approve;
+    let result = b
+        .approvals
+        .decide(
+            &approval,
+            id.user.clone(),
+            move |server| approves.contains(server),
+            req,
+        )
+        .await;
+    match result {
+        Ok(a) => {
+            info!(
+                approval = %a.id, approver = %id.user, approve, state = %a.state,
+                client = %peer, "approval vote taken"
+            );
+            if a.kind == mcpgate_shared::approval::ApprovalKind::Access
+                && a.state == ApprovalState::Approved
+            {
+                let event = DecisionEvent {
+                    at_ms: now_ms(),
+                    decision: DecisionKind::Grant,
+                    session: None,
+                    user: a.requester.clone(),
+                    server: a.server.clone(),
+                    method: None,
+                    name: None,
+                    request_id: None,
+                    rule: None,
+                    reason: a.reason.clone().unwrap_or_default(),
+                    approval: Some(a.id.clone()),
+                    approvers: a.approvers(),
+                };
+                b.approvals.record(event).await.map_err(Failure::internal)?;
+            }
+            Ok(Json(a))
+        }
+        Err(e) => {
+            warn!(approval = %approval, approver = %id.user, client = %peer, reason = %e, "approval vote refused");
+            // Someone with no say over the server learns nothing about it.
+            if matches!(e, DecideError::NotApprover(_)) {
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Forbidden,
+                    format!("you are not an approver for approval request {approval}"),
+                ));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn request_access(
+    State(b): State<Arc<Broker>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Approval> {
+    let id = caller(&b, &headers, peer).await?.identity;
+    let req: AccessRequest = parse_body(&body)?;
+    if !b.config.servers.contains_key(&req.server) {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownServer,
+            format!("there is no server named {:?}", req.server.as_str()),
+        ));
+    }
+    let Some(max) = may_request_access(&b, &id.roles, &req.server) else {
+        warn!(user = %id.user, client = %peer, server = %req.server, "access request refused: no role may ask");
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!(
+                "none of your roles may request access to server {:?}",
+                req.server.as_str()
+            ),
+        ));
+    };
+    if req.duration_secs == 0 || req.duration_secs > max.as_secs() {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!(
+                "access to {:?} may be asked for at most {}",
+                req.server.as_str(),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    if req.reason.trim().is_empty() {
+        return Err(Failure::bad_request("say why you need access (--reason)"));
+    }
+    let a = b
+        .approvals
+        .open_access(id.user.clone(), req)
+        .await
+        .map_err(Failure::internal)?;
+    info!(approval = %a.id, user = %id.user, server = %a.server, duration_secs = a.duration_secs, "access requested");
+    Ok(Json(a))
+}
+
+async fn list_grants(
+    State(b): State<Arc<Broker>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    headers: HeaderMap,
+) -> ApiResult<GrantList> {
+    let id = caller(&b, &headers, peer).await?.identity;
+    let grants = b
+        .approvals
+        .grants(ListFilter {
+            state: None,
+            user: id.user.clone(),
+            approves: approver_servers(&b, &id.roles),
+        })
+        .await
+        .map_err(Failure::internal)?;
+    Ok(Json(GrantList { grants }))
 }

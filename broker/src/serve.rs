@@ -46,6 +46,10 @@ pub struct Broker {
     pub oidc: crate::oidc::Oidc,
     pub limiter: FailureLimiter,
     pub store: Store,
+    /// Held calls and access requests.
+    pub approvals: crate::approval::Approvals,
+    /// The compiled `[[policy]]` rules.
+    pub policy: Arc<crate::policy::Policy>,
     /// `host:port` announced to clients for the tunnel.
     pub tunnel_public_addr: String,
     /// The name clients check on the tunnel's certificate.
@@ -60,7 +64,14 @@ impl Broker {
     /// The relay stages every session runs through, in order. Policy,
     /// masking and recording join here as they are built.
     pub fn stages(&self) -> Vec<Arc<dyn Stage>> {
-        vec![Arc::new(crate::proxy::Log::default())]
+        vec![
+            Arc::new(crate::proxy::Log::default()),
+            Arc::new(crate::proxy::PolicyStage::new(
+                self.policy.clone(),
+                self.approvals.clone(),
+                self.config.approvals.progress_interval,
+            )),
+        ]
     }
 }
 
@@ -146,6 +157,8 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
     let tokens = TokenIssuer::load(&data_dir, config.broker.token_ttl)?;
     let authn: Arc<dyn Authenticator> = Arc::new(LocalUsers::new(config.users.clone())?);
     let oidc = crate::oidc::Oidc::new(&config)?;
+    let policy = Arc::new(crate::policy::Policy::compile(&config)?);
+    info!(rules = policy.len(), "policy loaded");
     let store = Store::open(&data_dir)?;
     let aborted = store.recover(unix_now())?;
     if aborted > 0 {
@@ -175,6 +188,20 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
     let api_acceptor = TlsAcceptor::from(Arc::new(api_tls(&data_dir)?));
     let tunnel_acceptor = TlsAcceptor::from(Arc::new(tunnel_tls(&data_dir)?));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let webhooks = crate::webhook::Webhooks::start(
+        &config.approvals.webhooks,
+        config.path.parent().unwrap_or(Path::new(".")),
+        shutdown_rx.clone(),
+    )?;
+    let approvals =
+        crate::approval::Approvals::new(store.clone(), webhooks, config.approvals.timeout);
+    let cancelled = approvals.recover().await?;
+    if cancelled > 0 {
+        warn!(
+            count = cancelled,
+            "calls held by a previous run were cancelled (their sessions ended)"
+        );
+    }
     let broker = Arc::new(Broker {
         limiter: FailureLimiter::new(config.login.max_failures, config.login.window),
         tunnel_public_addr: config
@@ -192,6 +219,8 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         authn,
         oidc,
         store,
+        approvals,
+        policy,
     });
 
     let tasks = TaskTracker::new();

@@ -13,6 +13,8 @@
 //! - [`frame`]: the bounded line reader.
 //! - [`stage`]: the [`Stage`] trait and the order stages run in.
 //! - `log`: the [`Log`] stage (debug trace and message counts).
+//! - `policy`: the [`PolicyStage`] (method and parameter checks, allow /
+//!   deny / hold per call, list filtering).
 //! - `relay`: the session loop, its pending-request bookkeeping and its end.
 
 use std::fmt;
@@ -21,10 +23,12 @@ use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
 
 pub mod frame;
 mod log;
+mod policy;
 mod relay;
 pub mod stage;
 
 pub use log::{Counts, Log};
+pub use policy::PolicyStage;
 pub use relay::relay;
 pub use stage::{Direction, Flow, Hold, Notifier, Stage};
 
