@@ -16,11 +16,23 @@ _mcpgate() {
             ",$1")
                 cmd="mcpgate"
                 ;;
+            mcpgate,approvals)
+                cmd="mcpgate__subcmd__approvals"
+                ;;
+            mcpgate,approve)
+                cmd="mcpgate__subcmd__approve"
+                ;;
             mcpgate,completions)
                 cmd="mcpgate__subcmd__completions"
                 ;;
             mcpgate,connect)
                 cmd="mcpgate__subcmd__connect"
+                ;;
+            mcpgate,deny)
+                cmd="mcpgate__subcmd__deny"
+                ;;
+            mcpgate,grants)
+                cmd="mcpgate__subcmd__grants"
                 ;;
             mcpgate,help)
                 cmd="mcpgate__subcmd__help"
@@ -31,17 +43,32 @@ _mcpgate() {
             mcpgate,logout)
                 cmd="mcpgate__subcmd__logout"
                 ;;
+            mcpgate,request-access)
+                cmd="mcpgate__subcmd__request__subcmd__access"
+                ;;
             mcpgate,servers)
                 cmd="mcpgate__subcmd__servers"
                 ;;
             mcpgate,status)
                 cmd="mcpgate__subcmd__status"
                 ;;
+            mcpgate__subcmd__help,approvals)
+                cmd="mcpgate__subcmd__help__subcmd__approvals"
+                ;;
+            mcpgate__subcmd__help,approve)
+                cmd="mcpgate__subcmd__help__subcmd__approve"
+                ;;
             mcpgate__subcmd__help,completions)
                 cmd="mcpgate__subcmd__help__subcmd__completions"
                 ;;
             mcpgate__subcmd__help,connect)
                 cmd="mcpgate__subcmd__help__subcmd__connect"
+                ;;
+            mcpgate__subcmd__help,deny)
+                cmd="mcpgate__subcmd__help__subcmd__deny"
+                ;;
+            mcpgate__subcmd__help,grants)
+                cmd="mcpgate__subcmd__help__subcmd__grants"
                 ;;
             mcpgate__subcmd__help,help)
                 cmd="mcpgate__subcmd__help__subcmd__help"
@@ -51,6 +78,9 @@ _mcpgate() {
                 ;;
             mcpgate__subcmd__help,logout)
                 cmd="mcpgate__subcmd__help__subcmd__logout"
+                ;;
+            mcpgate__subcmd__help,request-access)
+                cmd="mcpgate__subcmd__help__subcmd__request__subcmd__access"
                 ;;
             mcpgate__subcmd__help,servers)
                 cmd="mcpgate__subcmd__help__subcmd__servers"
@@ -65,12 +95,64 @@ _mcpgate() {
 
     case "${cmd}" in
         mcpgate)
-            opts="-h -V --help --version login logout status servers connect completions help"
+            opts="-h -V --help --version login logout status servers connect approvals approve deny request-access grants completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__approvals)
+            opts="-w -o -h -V --all --state --watch --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "pending approved denied expired cancelled all" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__approve)
+            opts="-y -o -h -V --reason --yes --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -106,9 +188,85 @@ _mcpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        mcpgate__subcmd__help)
-            opts="login logout status servers connect completions help"
+        mcpgate__subcmd__deny)
+            opts="-y -o -h -V --reason --yes --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__grants)
+            opts="-o -h -V --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__help)
+            opts="login logout status servers connect approvals approve deny request-access grants completions help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__help__subcmd__approvals)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__help__subcmd__approve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -135,6 +293,34 @@ _mcpgate() {
             return 0
             ;;
         mcpgate__subcmd__help__subcmd__connect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__help__subcmd__deny)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__help__subcmd__grants)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -177,6 +363,20 @@ _mcpgate() {
             return 0
             ;;
         mcpgate__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__help__subcmd__request__subcmd__access)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -285,6 +485,28 @@ _mcpgate() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgate__subcmd__request__subcmd__access)
+            opts="-h -V --duration --reason --wait --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

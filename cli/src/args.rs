@@ -1,10 +1,12 @@
 //! Command-line arguments. The doc comments here are the `--help` text.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use mcpgate_shared::names::{ServerName, UserName};
 
+use crate::approvals::ApprovalId;
 use crate::client::BrokerUrl;
 use crate::env;
 
@@ -29,20 +31,26 @@ Environment:
   MCPGATE_RESOURCE          CI: the resource indicator for client credentials (default for
                             --resource; normally the broker advertises it)
   MCPGATE_LOG               diagnostics on stderr, e.g. debug
+  COLUMNS                   width to cut long lines of mcpgate approvals to (default 120)
   NO_COLOR                  no colour on stderr
 
 Exit codes:
    0  success
-   1  anything else (local files, OS keyring, broker-side or identity provider error)
+   1  anything else (local files, OS keyring, broker-side or identity provider error,
+      a decision not confirmed at the prompt)
    2  usage: bad arguments or environment
   10  not logged in
   11  token expired or rejected (or not renewed), login refused, or login not completed
-  12  no access to the server
+  12  no access: to the server, to decide that approval request, or to request access
   13  unknown server
   14  broker or identity provider unreachable
   15  session certificate rejected or tunnel refused
   16  rate limited by the broker
-  17  session ended by the broker";
+  17  session ended by the broker
+  18  approval request not found (or not one you may see)
+  19  approval request no longer pending, or changed since it was shown
+  20  access request denied by an approver
+  21  access request expired or cancelled before anyone decided";
 
 /// Sign in to an mcpgate broker and connect MCP clients to the servers it
 /// guards
@@ -110,6 +118,52 @@ pub enum Command {
     /// stdout; diagnostics go to stderr. Use it as the command of an MCP
     /// client's stdio server entry, e.g. `mcpgate connect db`.
     Connect(ConnectArgs),
+
+    /// List the approval requests you may decide, and your own
+    ///
+    /// Held calls (a policy rule asked for a person's approval before the
+    /// call reaches the server) and just-in-time access requests. Shows
+    /// who asked, for which server, the call and its arguments (cut to the
+    /// terminal's width), the rule and reason, approvals so far, and how
+    /// long the request has left. Decide with mcpgate approve ID or
+    /// mcpgate deny ID.
+    ///
+    /// With --watch, keeps running: prints the current requests, then each
+    /// new request and each change (an approval recorded, approved,
+    /// denied, expired, cancelled) as it happens, one timestamped block or
+    /// line each, until Ctrl-C. With --output json, each of those is one
+    /// JSON object a line: {"at", "event", "approval"}.
+    Approvals(ApprovalsArgs),
+
+    /// Approve a held call or an access request
+    ///
+    /// Shows exactly what is being approved (requester, server, session,
+    /// method, name, the full arguments, rule, reason and the digest that
+    /// binds them), asks for confirmation when stdin is a terminal (unless
+    /// --yes), then sends the decision with that digest: it cannot apply to
+    /// anything else than what was shown. Prints the resulting state.
+    Approve(DecideArgs),
+
+    /// Deny a held call or an access request
+    ///
+    /// Shows the request like mcpgate approve, asks for confirmation when
+    /// stdin is a terminal (unless --yes), then denies it; one denial
+    /// decides. The --reason is shown to the requester.
+    Deny(DecideArgs),
+
+    /// Ask for access to a server for a while; an approver must grant it
+    ///
+    /// Prints the request's id on stdout. With --wait, waits for the
+    /// decision and exits 0 when access is granted, 20 when it is denied,
+    /// 21 when nobody decided in time. Without --wait, mcpgate grants
+    /// shows the grant once it is approved.
+    RequestAccess(RequestAccessArgs),
+
+    /// List access grants, live and expired, newest first
+    ///
+    /// Your own, and for the servers you approve, everyone's: who had
+    /// access to which server until when, who approved it and why.
+    Grants(GrantsArgs),
 
     /// Print a shell completion script to stdout
     ///
@@ -215,6 +269,123 @@ pub struct ConnectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    /// Requests in every state, not only pending ones (same as --state all)
+    #[arg(long, conflicts_with = "state")]
+    pub all: bool,
+
+    /// Only requests in this state
+    #[arg(long, value_enum, default_value_t = StateFilter::Pending)]
+    pub state: StateFilter,
+
+    /// Keep running and print new requests and changes as they happen,
+    /// until Ctrl-C
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+impl ApprovalsArgs {
+    /// The states asked for, `--all` included.
+    pub fn filter(&self) -> StateFilter {
+        if self.all {
+            StateFilter::All
+        } else {
+            self.state
+        }
+    }
+}
+
+/// Which approval requests to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateFilter {
+    /// Waiting for a decision
+    Pending,
+    Approved,
+    Denied,
+    /// Nobody decided in time
+    Expired,
+    /// The session ended or the client cancelled the call first
+    Cancelled,
+    /// Every state
+    All,
+}
+
+impl StateFilter {
+    /// The broker's name for it (`GET /v1/approvals?state=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::Pending => "pending",
+            StateFilter::Approved => "approved",
+            StateFilter::Denied => "denied",
+            StateFilter::Expired => "expired",
+            StateFilter::Cancelled => "cancelled",
+            StateFilter::All => "all",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The request's id (apr_ and 32 hex digits), as mcpgate approvals
+    /// lists it
+    #[arg(value_name = "ID")]
+    pub id: ApprovalId,
+
+    /// Why; recorded with the decision and shown to the requester
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// Do not ask for confirmation (it is asked only when stdin is a
+    /// terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestAccessArgs {
+    /// The server to ask access to
+    #[arg(value_name = "SERVER")]
+    pub server: ServerName,
+
+    /// For how long, e.g. 30m, 1h, 2h 30m (at most what your role allows)
+    #[arg(long, value_name = "DURATION", value_parser = parse_access_duration)]
+    pub duration: Duration,
+
+    /// Why you need it; the approvers see it, and it is recorded
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+
+    /// Wait for the decision (exit 0 granted, 20 denied, 21 expired)
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// A `--duration`: humantime's form, whole seconds, more than zero.
+pub fn parse_access_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("not a duration like 30m or 1h: {e}"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    if d.subsec_nanos() != 0 {
+        return Err("must be whole seconds".into());
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Args)]
+pub struct GrantsArgs {
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to write the script for
     #[arg(value_enum)]
@@ -235,6 +406,20 @@ mod tests {
 
     use super::*;
     use crate::error::exit;
+
+    #[test]
+    fn access_durations_are_whole_positive_humantime() {
+        assert_eq!(parse_access_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_access_duration(" 90s "), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_access_duration("2h 30m"),
+            Ok(Duration::from_secs(9000))
+        );
+        assert!(parse_access_duration("0m").is_err());
+        assert!(parse_access_duration("1500ms").is_err());
+        assert!(parse_access_duration("an hour").is_err());
+        assert!(parse_access_duration("").is_err());
+    }
 
     #[test]
     fn the_command_definition_is_consistent() {
@@ -324,6 +509,69 @@ mod tests {
             argv.extend_from_slice(bad);
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+
+        let id = "apr_0123456789abcdef0123456789abcdef";
+        let cli = Cli::try_parse_from(["mcpgate", "approve", id, "--reason", "ok", "-y"]).unwrap();
+        let Command::Approve(approve) = cli.command else {
+            panic!("not approve")
+        };
+        assert_eq!(approve.id.as_str(), id);
+        assert!(approve.yes);
+        assert_eq!(approve.reason.as_deref(), Some("ok"));
+        for bad in [
+            "apr_123",
+            "0123456789abcdef0123456789abcdef",
+            "apr_../../v1/x",
+        ] {
+            let err = Cli::try_parse_from(["mcpgate", "deny", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
+
+        let cli = Cli::try_parse_from(["mcpgate", "approvals", "--all", "--watch", "-o", "json"])
+            .unwrap();
+        let Command::Approvals(list) = cli.command else {
+            panic!("not approvals")
+        };
+        assert!(list.watch && list.filter() == StateFilter::All);
+        let cli = Cli::try_parse_from(["mcpgate", "approvals"]).unwrap();
+        let Command::Approvals(list) = cli.command else {
+            panic!("not approvals")
+        };
+        assert_eq!(list.filter(), StateFilter::Pending);
+        let err = Cli::try_parse_from(["mcpgate", "approvals", "--all", "--state", "denied"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+
+        let cli = Cli::try_parse_from([
+            "mcpgate",
+            "request-access",
+            "db",
+            "--duration",
+            "1h 30m",
+            "--reason",
+            "incident 4411",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::RequestAccess(req) = cli.command else {
+            panic!("not request-access")
+        };
+        assert_eq!(req.duration, Duration::from_secs(5400));
+        assert!(req.wait);
+        for bad in [
+            &["db", "--duration", "1h"][..],
+            &["db", "--reason", "r"],
+            &["db", "--duration", "0s", "--reason", "r"],
+            &["db", "--duration", "soon", "--reason", "r"],
+        ] {
+            let mut argv = vec!["mcpgate", "request-access"];
+            argv.extend_from_slice(bad);
+            assert_eq!(
+                Cli::try_parse_from(argv).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
         }
 
         let err = Cli::try_parse_from(["mcpgate", "connect", "a b"]).unwrap_err();

@@ -13,17 +13,24 @@ use mcpgate_shared::api::{
     AuthMethods, LoginRequest, ServersResponse, SessionRequest, SessionResponse, TokenResponse,
     WhoAmI,
 };
+use mcpgate_shared::approval::{
+    AccessRequest, Approval, ApprovalList, ApprovalQuery, DecisionRequest, GrantList,
+};
 use mcpgate_shared::secret::Secret;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::approvals::ApprovalId;
 use crate::error::{self, ApiCall, Error};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Session set-up may wait for the broker to sign a certificate; still, a
 /// person is watching a spinner, so give up eventually.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A long poll is answered after at most its `wait_secs`; this much more
+/// covers the broker's work and the network before giving up on it.
+const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
 
 /// The broker's base URL: `https`, a host, no credentials, query or
 /// fragment. Displayed without a trailing slash.
@@ -92,7 +99,8 @@ impl fmt::Debug for BrokerUrl {
 impl BrokerUrl {
     fn endpoint(&self, path: &str) -> Url {
         // Invariant: `self.0` is an absolute https URL ending in '/', and
-        // `path` is one of this module's relative constants.
+        // `path` is one of this module's relative constants, possibly with
+        // a validated name (`ApprovalId`: `apr_` and hex digits) appended.
         self.0
             .join(path)
             .expect("relative API path joins onto the base URL")
@@ -222,7 +230,76 @@ impl ApiClient {
         .await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(path))]
+    /// `GET /v1/approvals`. With `after_version`, a long poll: the broker
+    /// answers when the list changes or after `wait_secs`.
+    pub async fn approvals(&self, query: &ApprovalQuery) -> Result<ApprovalList, Error> {
+        let wait = query
+            .after_version
+            .and(query.wait_secs)
+            .map(|secs| Duration::from_secs(secs) + LONG_POLL_SLACK);
+        self.request(
+            Method::GET,
+            "v1/approvals",
+            Some(query),
+            None::<&()>,
+            ApiCall::Approvals,
+            wait,
+        )
+        .await
+    }
+
+    /// `GET /v1/approvals/{id}`.
+    pub async fn approval(&self, id: &ApprovalId) -> Result<Approval, Error> {
+        self.request(
+            Method::GET,
+            &format!("v1/approvals/{id}"),
+            None::<&()>,
+            None::<&()>,
+            ApiCall::Approval(id.as_str()),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/approvals/{id}/decision`.
+    pub async fn decide(
+        &self,
+        id: &ApprovalId,
+        decision: &DecisionRequest,
+    ) -> Result<Approval, Error> {
+        self.request(
+            Method::POST,
+            &format!("v1/approvals/{id}/decision"),
+            None::<&()>,
+            Some(decision),
+            ApiCall::Approval(id.as_str()),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /v1/access-requests`.
+    pub async fn request_access(&self, request: &AccessRequest) -> Result<Approval, Error> {
+        self.call(
+            Method::POST,
+            "v1/access-requests",
+            Some(request),
+            ApiCall::AccessRequest(&request.server),
+        )
+        .await
+    }
+
+    /// `GET /v1/access-grants`.
+    pub async fn grants(&self) -> Result<GrantList, Error> {
+        self.call(
+            Method::GET,
+            "v1/access-grants",
+            None::<&()>,
+            ApiCall::Approvals,
+        )
+        .await
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -230,8 +307,31 @@ impl ApiClient {
         body: Option<&B>,
         call: ApiCall<'_>,
     ) -> Result<T, Error> {
+        self.request(method, path, None::<&()>, body, call, None)
+            .await
+    }
+
+    /// One API call. `path` is relative to the broker URL and made of this
+    /// module's constants and validated names only; `timeout` replaces the
+    /// usual one (long polls).
+    #[tracing::instrument(level = "debug", skip_all, fields(path))]
+    async fn request<Q: Serialize, B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&Q>,
+        body: Option<&B>,
+        call: ApiCall<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<T, Error> {
         let url = self.broker.endpoint(path);
         let mut request = self.http.request(method, url);
+        if let Some(query) = query {
+            request = request.query(query);
+        }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(token) = &self.token {
             // reqwest marks the Authorization header sensitive, so even its
             // own debug output will not show the token.

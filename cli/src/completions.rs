@@ -91,6 +91,11 @@ mod tests {
                 "status",
                 "servers",
                 "connect",
+                "approvals",
+                "approve",
+                "deny",
+                "request-access",
+                "grants",
                 "completions",
             ] {
                 assert!(text.contains(sub), "{shell:?} script lacks {sub}");

@@ -37,6 +37,9 @@ pub struct Login {
     oidc: Option<OidcTokens>,
     /// What to suggest when the broker refuses the token.
     relogin: String,
+    /// Unix seconds: when this process got the token (CI tokens have no
+    /// other record of their age).
+    obtained_at: u64,
 }
 
 impl Context {
@@ -117,6 +120,7 @@ impl Context {
                     state,
                     whoami: None,
                     oidc: Some(tokens),
+                    obtained_at: state::now(),
                 })
             }
         }
@@ -166,6 +170,7 @@ impl Login {
             token,
             whoami: None,
             oidc: None,
+            obtained_at: state::now(),
         }
     }
 
@@ -177,7 +182,28 @@ impl Login {
             whoami: Some(whoami),
             oidc: None,
             relogin: ci::RELOGIN.into(),
+            obtained_at: state::now(),
         }
+    }
+
+    /// Between the calls of a long-running command (`approvals --watch`,
+    /// `request-access --wait`): renews an OpenID Connect login that is
+    /// due by the rule of `token.rs`, and in CI mode logs in again from the
+    /// CI sources by the same rule (a token file may have rotated). A
+    /// password login is kept as it is: it cannot be renewed, and the
+    /// broker says when it expires.
+    pub async fn keep_fresh(&mut self, ctx: &Context) -> Result<(), Error> {
+        if let Some(tokens) = self.oidc.take() {
+            let tokens = renew(ctx, &mut self.state, tokens, Reason::Due).await?;
+            self.token = tokens.token.clone();
+            self.oidc = Some(tokens);
+        } else if self.whoami.is_some()
+            && crate::token::needs_refresh(self.state.expires_at, self.obtained_at, state::now())
+        {
+            tracing::debug!("logging in again from the CI sources");
+            *self = ci::login_from_env().await?;
+        }
+        Ok(())
     }
 
     /// An API client for this login's broker, carrying its token.

@@ -42,6 +42,9 @@ pub const MCPGATE_LOG: &str = "MCPGATE_LOG";
 /// Any non-empty value turns colour off (<https://no-color.org>).
 pub const NO_COLOR: &str = "NO_COLOR";
 pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+/// The terminal's width, when the shell exports it: long lines in text
+/// output are cut to it.
+pub const COLUMNS: &str = "COLUMNS";
 /// Tests only: `1` makes the completions test rewrite `completions/`.
 #[cfg(test)]
 pub const MCPGATE_UPDATE_COMPLETIONS: &str = "MCPGATE_UPDATE_COMPLETIONS";

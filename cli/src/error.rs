@@ -12,12 +12,16 @@
 //! | 2 | usage: bad arguments or environment (clap, broker URL, `--ca-cert` file, `MCPGATE_CREDENTIAL_STORE`) | see `mcpgate help` |
 //! | 10 | not logged in | `mcpgate login --broker URL` |
 //! | 11 | token expired or rejected (also when the identity provider will not renew it), login refused (wrong user name or password), or an OpenID Connect login that did not complete (denied, timed out, state or issuer mismatch) | log in again |
-//! | 12 | no access to the server | ask an admin for a role that lists it; `mcpgate servers` shows what you may use |
+//! | 12 | no access: to the server, to decide an approval request (not an approver for its server, or your own request), or to request access (role or duration) | the message says which; ask an admin or another approver |
 //! | 13 | unknown server | `mcpgate servers` lists the names |
 //! | 14 | broker (HTTPS API or tunnel) or identity provider unreachable; the message has the URL and the cause | check the URL, the network and `--ca-cert` |
 //! | 15 | session certificate rejected or tunnel refused | run `mcpgate connect` again for a fresh session |
 //! | 16 | rate limited by the broker; the message says when to retry | wait, then try again |
 //! | 17 | session ended by the broker before the client was done | run `mcpgate connect` again |
+//! | 18 | approval request not found (or not one you may see) | `mcpgate approvals --all` lists the ids |
+//! | 19 | approval request no longer pending (already decided, expired, cancelled) or changed since it was shown | `mcpgate approvals --all` shows its state |
+//! | 20 | access request denied by an approver | ask the approver why, or request again |
+//! | 21 | access request expired or cancelled before anyone decided | request again; ask an approver to look |
 //!
 //! **Invariant:** no variant holds a password, token or private key, so no
 //! message, hint or `Debug` output can show one. Text that came from the
@@ -42,6 +46,10 @@ pub mod exit {
     pub const TUNNEL_REFUSED: u8 = 15;
     pub const RATE_LIMITED: u8 = 16;
     pub const SESSION_ENDED: u8 = 17;
+    pub const NOT_FOUND: u8 = 18;
+    pub const CONFLICT: u8 = 19;
+    pub const ACCESS_DENIED: u8 = 20;
+    pub const ACCESS_EXPIRED: u8 = 21;
 
     /// Every code above, for tests.
     #[cfg(test)]
@@ -56,6 +64,10 @@ pub mod exit {
         TUNNEL_REFUSED,
         RATE_LIMITED,
         SESSION_ENDED,
+        NOT_FOUND,
+        CONFLICT,
+        ACCESS_DENIED,
+        ACCESS_EXPIRED,
     ];
 }
 
@@ -135,6 +147,56 @@ pub enum Error {
     #[error("session ended by the broker{}", cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
     SessionEnded { cause: Option<String> },
 
+    /// No approval request with this id, or none the caller may see.
+    #[error("no approval request {id} that you may see{}", suffix(message))]
+    ApprovalNotFound { id: String, message: String },
+
+    /// The broker will not let the caller decide this request: not an
+    /// approver for its server, or it is their own (the message says).
+    #[error("you may not decide {id}: {message}")]
+    NotApprover { id: String, message: String },
+
+    /// `POST /v1/access-requests` said no: the role may not ask for this
+    /// server, or not for that long (the message says).
+    #[error("cannot request access to {server}: {message}")]
+    AccessRequestRefused { server: ServerName, message: String },
+
+    /// The request is not pending any more; `what` says how it ended,
+    /// e.g. `was already decided (approved by bob)`.
+    #[error("approval request {id} {what}")]
+    AlreadyDecided { id: String, what: String },
+
+    /// The broker refused the decision because the request changed under
+    /// the caller (for example, the digest no longer matches).
+    #[error("approval request {id} changed before the decision: {message}")]
+    Conflict { id: String, message: String },
+
+    /// `mcpgate request-access --wait`: an approver said no.
+    #[error("access request {id} for {server} was {what}")]
+    AccessDenied {
+        id: String,
+        server: ServerName,
+        what: String,
+    },
+
+    /// `mcpgate request-access --wait`: nobody decided in time, or the
+    /// request was cancelled.
+    #[error("access request {id} for {server} {what}")]
+    AccessNotGranted {
+        id: String,
+        server: ServerName,
+        what: String,
+    },
+
+    /// The broker lacks an API this command needs (it is older than the
+    /// CLI).
+    #[error("{0}")]
+    Unsupported(String),
+
+    /// The person answered no (or nothing) at a confirmation prompt.
+    #[error("{0}")]
+    NotConfirmed(String),
+
     /// The broker answered, but with an error that is not about the user
     /// (bad request, weak key, internal error) or with something unreadable.
     #[error("{0}")]
@@ -159,7 +221,13 @@ impl Error {
             Error::TokenRejected { .. }
             | Error::LoginRefused { .. }
             | Error::LoginFailed { .. } => exit::TOKEN_REJECTED,
-            Error::NoAccess { .. } => exit::NO_ACCESS,
+            Error::NoAccess { .. }
+            | Error::NotApprover { .. }
+            | Error::AccessRequestRefused { .. } => exit::NO_ACCESS,
+            Error::ApprovalNotFound { .. } => exit::NOT_FOUND,
+            Error::AlreadyDecided { .. } | Error::Conflict { .. } => exit::CONFLICT,
+            Error::AccessDenied { .. } => exit::ACCESS_DENIED,
+            Error::AccessNotGranted { .. } => exit::ACCESS_EXPIRED,
             Error::UnknownServer { .. } => exit::UNKNOWN_SERVER,
             Error::Unreachable { .. } | Error::IdpUnreachable { .. } => exit::UNREACHABLE,
             Error::CertificateRejected { .. }
@@ -167,7 +235,11 @@ impl Error {
             | Error::TunnelTls { .. } => exit::TUNNEL_REFUSED,
             Error::RateLimited { .. } => exit::RATE_LIMITED,
             Error::SessionEnded { .. } => exit::SESSION_ENDED,
-            Error::Broker(_) | Error::Idp(_) | Error::Local { .. } => exit::OTHER,
+            Error::Broker(_)
+            | Error::Idp(_)
+            | Error::Local { .. }
+            | Error::Unsupported(_)
+            | Error::NotConfirmed(_) => exit::OTHER,
         }
     }
 
@@ -187,6 +259,30 @@ impl Error {
                     .into()
             }
             Error::UnknownServer { .. } => "mcpgate servers lists the servers you may use".into(),
+            Error::ApprovalNotFound { .. } => {
+                "check the id; mcpgate approvals --all lists the requests you may see".into()
+            }
+            Error::NotApprover { .. } => {
+                "only an approver for the server may decide, and never on their own request; ask another approver".into()
+            }
+            Error::AccessRequestRefused { .. } => {
+                "ask an admin for a role that may request access to this server, or ask for a shorter --duration".into()
+            }
+            Error::AlreadyDecided { .. } => {
+                "nothing left to decide; mcpgate approvals --all shows every request you may see"
+                    .into()
+            }
+            Error::Conflict { .. } => {
+                "look at it again with mcpgate approvals --all, then decide again".into()
+            }
+            Error::AccessDenied { .. } => {
+                "ask the approver why, or request again with a clearer --reason".into()
+            }
+            Error::AccessNotGranted { .. } => {
+                "request again, and ask an approver to look at mcpgate approvals".into()
+            }
+            Error::Unsupported(_) => "ask an admin to upgrade the broker".into(),
+            Error::NotConfirmed(_) => "run it again and answer y, or pass --yes".into(),
             Error::Unreachable { cause, .. } if cause.contains("certificate") => {
                 "the broker's certificate is not trusted: pass its CA with mcpgate login --ca-cert FILE".into()
             }
@@ -309,6 +405,22 @@ pub enum ApiCall<'a> {
     Authenticated,
     /// `POST /v1/sessions` for this server.
     Session(&'a ServerName),
+    /// `GET /v1/approvals` or `GET /v1/access-grants`.
+    Approvals,
+    /// `GET /v1/approvals/{id}` or its decision.
+    Approval(&'a str),
+    /// `POST /v1/access-requests` for this server.
+    AccessRequest(&'a ServerName),
+}
+
+impl ApiCall<'_> {
+    /// Part of the approvals API, which older brokers do not have.
+    fn is_approvals_api(self) -> bool {
+        matches!(
+            self,
+            ApiCall::Approvals | ApiCall::Approval(_) | ApiCall::AccessRequest(_)
+        )
+    }
 }
 
 /// Maps an HTTP error answer from the broker to an [`Error`]. `body` is the
@@ -327,6 +439,11 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
             429 => Error::RateLimited {
                 message: format!("HTTP 429{}", suffix(&text)),
             },
+            // An unknown route, not an unknown approval (that comes with an
+            // error body).
+            404 | 405 if call.is_approvals_api() => Error::Unsupported(format!(
+                "the broker has no approvals API (HTTP {status}); it is older than this CLI"
+            )),
             _ => Error::Broker(format!(
                 "the broker answered HTTP {status} without an error body{}",
                 suffix(&text)
@@ -352,12 +469,30 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
             server: Some(server.clone()),
             message,
         },
+        (ErrorCode::Forbidden, ApiCall::Approval(id)) => Error::NotApprover {
+            id: id.to_owned(),
+            message,
+        },
+        (ErrorCode::Forbidden, ApiCall::AccessRequest(server)) => Error::AccessRequestRefused {
+            server: server.clone(),
+            message,
+        },
         (ErrorCode::Forbidden, _) => Error::NoAccess {
             server: None,
             message,
         },
-        (ErrorCode::UnknownServer, ApiCall::Session(server)) => Error::UnknownServer {
-            server: server.clone(),
+        (ErrorCode::UnknownServer, ApiCall::Session(server) | ApiCall::AccessRequest(server)) => {
+            Error::UnknownServer {
+                server: server.clone(),
+                message,
+            }
+        }
+        (ErrorCode::NotFound, ApiCall::Approval(id)) => Error::ApprovalNotFound {
+            id: id.to_owned(),
+            message,
+        },
+        (ErrorCode::Conflict, ApiCall::Approval(id)) => Error::Conflict {
+            id: id.to_owned(),
             message,
         },
         (ErrorCode::RateLimited, _) => Error::RateLimited { message },
@@ -449,6 +584,8 @@ mod tests {
     fn api_errors_map_to_the_documented_exit_codes() {
         let server = demo();
         let session = ApiCall::Session(&server);
+        let approval = ApiCall::Approval("apr_0123456789abcdef0123456789abcdef");
+        let access = ApiCall::AccessRequest(&server);
         let cases: &[(u16, &str, ApiCall<'_>, u8)] = &[
             (401, "unauthenticated", ApiCall::Login, exit::TOKEN_REJECTED),
             (
@@ -465,6 +602,13 @@ mod tests {
             (400, "weak_key", session, exit::OTHER),
             (400, "bad_request", ApiCall::Login, exit::OTHER),
             (500, "internal", session, exit::OTHER),
+            (403, "forbidden", approval, exit::NO_ACCESS),
+            (403, "forbidden", access, exit::NO_ACCESS),
+            (404, "unknown_server", access, exit::UNKNOWN_SERVER),
+            (404, "not_found", approval, exit::NOT_FOUND),
+            (409, "conflict", approval, exit::CONFLICT),
+            (401, "token_expired", approval, exit::TOKEN_REJECTED),
+            (404, "not_found", ApiCall::Approvals, exit::OTHER),
         ];
         for (status, code, call, want) in cases {
             let err = from_api(*status, &body(code, "m"), *call, None);
@@ -590,6 +734,38 @@ mod tests {
             Error::stdio("w", "c"),
             Error::internal("w", "c"),
             Error::damaged(std::path::Path::new("/x")),
+            Error::ApprovalNotFound {
+                id: "apr_x".into(),
+                message: "m".into(),
+            },
+            Error::NotApprover {
+                id: "apr_x".into(),
+                message: "m".into(),
+            },
+            Error::AccessRequestRefused {
+                server: demo(),
+                message: "m".into(),
+            },
+            Error::AlreadyDecided {
+                id: "apr_x".into(),
+                what: "was already decided (approved by bob)".into(),
+            },
+            Error::Conflict {
+                id: "apr_x".into(),
+                message: "m".into(),
+            },
+            Error::AccessDenied {
+                id: "apr_x".into(),
+                server: demo(),
+                what: "denied by bob".into(),
+            },
+            Error::AccessNotGranted {
+                id: "apr_x".into(),
+                server: demo(),
+                what: "has expired: nobody decided in time".into(),
+            },
+            Error::Unsupported("u".into()),
+            Error::NotConfirmed("n".into()),
         ];
         for err in &all {
             assert!(exit::ALL.contains(&err.exit_code()), "{err:?}");
@@ -603,6 +779,50 @@ mod tests {
         assert_eq!(
             Error::SessionEnded { cause: None }.to_string(),
             "session ended by the broker"
+        );
+    }
+
+    #[test]
+    fn approval_errors_say_what_happened_and_what_to_do() {
+        let id = "apr_0123456789abcdef0123456789abcdef";
+        let err = from_api(
+            409,
+            &body("conflict", "digest does not match"),
+            ApiCall::Approval(id),
+            None,
+        );
+        assert_eq!(
+            err.report(),
+            format!(
+                "approval request {id} changed before the decision: digest does not match; look at it again with mcpgate approvals --all, then decide again"
+            )
+        );
+        let err = Error::AlreadyDecided {
+            id: id.into(),
+            what: "was already decided (approved by bob)".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            format!("approval request {id} was already decided (approved by bob)")
+        );
+        // A broker from before approvals: its router answers 404 without a
+        // body, which is not "no such request".
+        for call in [
+            ApiCall::Approvals,
+            ApiCall::Approval(id),
+            ApiCall::AccessRequest(&demo()),
+        ] {
+            let err = from_api(404, b"", call, None);
+            assert!(
+                err.report().contains("upgrade the broker"),
+                "{}",
+                err.report()
+            );
+        }
+        assert!(
+            !from_api(404, b"", ApiCall::Authenticated, None)
+                .report()
+                .contains("upgrade")
         );
     }
 

@@ -3,7 +3,9 @@
 //!
 //! - [`args`]: the command line (clap; doc comments are the help text).
 //! - [`login`], [`logout`], [`status`], [`servers`], [`connect`],
-//!   [`completions`]: one module per subcommand.
+//!   [`completions`]: one module per subcommand; [`approvals`] (list and
+//!   watch approval requests), [`decide`] (approve, deny), [`access`]
+//!   (request-access, grants).
 //! - [`context`], [`state`], [`credentials`]: the state dir, the non-secret
 //!   login state, and the token (OS keyring or a 0600 file); [`token`]: an
 //!   OpenID Connect login's stored tokens and when to renew them;
@@ -22,6 +24,8 @@
 //! and private keys never reach any output, error or `Debug`.
 #![forbid(unsafe_code)]
 
+mod access;
+mod approvals;
 mod args;
 mod callback;
 mod ci;
@@ -30,6 +34,7 @@ mod completions;
 mod connect;
 mod context;
 mod credentials;
+mod decide;
 mod env;
 mod error;
 mod login;
@@ -85,6 +90,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Command::Status(args) => status::run(args, &ctx).await,
             Command::Servers(args) => servers::run(args, &ctx).await,
             Command::Connect(args) => connect::run(args, &ctx).await,
+            Command::Approvals(args) => approvals::run(args, &ctx).await,
+            Command::Approve(args) => decide::run(args, true, &ctx).await,
+            Command::Deny(args) => decide::run(args, false, &ctx).await,
+            Command::RequestAccess(args) => access::request(args, &ctx).await,
+            Command::Grants(args) => access::grants(args, &ctx).await,
             Command::Completions(args) => completions::run(args),
         }
     });

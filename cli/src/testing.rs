@@ -154,6 +154,77 @@ impl TestPki {
     }
 }
 
+/// One request a [`FakeBroker`] received.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: String,
+    /// With the query string, e.g. `/v1/approvals?state=pending`.
+    pub path: String,
+    pub auth: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A stand-in broker API on `https://127.0.0.1:PORT` (its own CA): every
+/// request is recorded, then answered by `handle(method, path, body)`.
+/// [`FakeBroker::login`] is a password login there with the token `tok`.
+pub struct FakeBroker {
+    pub pki: TestPki,
+    pub addr: SocketAddr,
+    requests: Arc<std::sync::Mutex<Vec<ApiRequest>>>,
+}
+
+impl FakeBroker {
+    pub async fn start<H>(handle: H) -> Self
+    where
+        H: Fn(&str, &str, &[u8]) -> (u16, String) + Send + Sync + 'static,
+    {
+        let pki = TestPki::new();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let addr = pki
+            .listen_api(move |method, path, auth, body| {
+                seen.lock().unwrap().push(ApiRequest {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    auth: auth.map(str::to_owned),
+                    body: body.to_vec(),
+                });
+                handle(method, path, body)
+            })
+            .await;
+        Self {
+            pki,
+            addr,
+            requests,
+        }
+    }
+
+    /// A password login at this broker, with the token `tok`.
+    pub fn login(&self) -> crate::context::Login {
+        let state = crate::state::State {
+            broker: format!("https://{}", self.addr).parse().unwrap(),
+            ca_pem: Some(self.pki.ca_pem()),
+            user: "bob".parse().unwrap(),
+            roles: vec![],
+            expires_at: u64::MAX,
+            token_store: crate::state::TokenStore::File,
+            login: crate::state::LoginKind::Password,
+        };
+        crate::context::Login::new(state, mcpgate_shared::secret::Secret::new("tok".into()))
+    }
+
+    /// The requests whose path (without the query) is `path`, in order.
+    pub fn requests_to(&self, path: &str) -> Vec<ApiRequest> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path.split('?').next() == Some(path))
+            .cloned()
+            .collect()
+    }
+}
+
 /// A plain-HTTP server on 127.0.0.1 (a stand-in OpenID Provider):
 /// `handle(method, path, authorization, body)` returns the status and JSON
 /// body. One request per connection.
