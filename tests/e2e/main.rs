@@ -14,10 +14,12 @@
 //! - [`oidc_cli`]: `mcpgate login` through that provider (browser, device, CI).
 //! - [`quickstart`]: the README's one-command broker and demo session.
 
+mod approvals;
 mod bad_input;
 mod fixtures;
 mod oidc;
 mod oidc_cli;
+mod policy;
 mod quickstart;
 mod relay;
 mod restart;

@@ -64,8 +64,23 @@ pub struct BrokerBuilder {
     users: Vec<(String, Vec<String>)>,
     max_message_bytes: Option<usize>,
     process_env: Vec<(String, String)>,
+    /// `[[policy]]` rules replacing the example's; `None` keeps them.
+    policy: Option<String>,
     edits: Vec<Edit>,
 }
+
+/// The policy tests of other features run under: everything allowed, so
+/// that only the feature under test decides.
+pub const ALLOW_ALL_POLICY: &str = r#"
+[[policy]]
+name = "allow everything (tests)"
+roles = ["*"]
+servers = ["*"]
+tools = ["**"]
+resources = ["**"]
+prompts = ["**"]
+effect = "allow"
+"#;
 
 impl Default for BrokerBuilder {
     fn default() -> Self {
@@ -82,8 +97,22 @@ impl BrokerBuilder {
             users: Vec::new(),
             max_message_bytes: None,
             process_env: Vec::new(),
+            policy: Some(ALLOW_ALL_POLICY.into()),
             edits: Vec::new(),
         }
+    }
+
+    /// Replaces every `[[policy]]` rule with the ones in `rules` (TOML
+    /// `[[policy]]` tables). Without this, everything is allowed.
+    pub fn policy(mut self, rules: &str) -> Self {
+        self.policy = Some(rules.into());
+        self
+    }
+
+    /// Keeps the example policy `init` wrote (for the demo server).
+    pub fn example_policy(mut self) -> Self {
+        self.policy = None;
+        self
     }
 
     /// Adds a stdio upstream `[servers.NAME]`.
@@ -117,6 +146,19 @@ impl BrokerBuilder {
         self.roles
             .push((name.into(), servers.iter().map(|s| s.to_string()).collect()));
         self
+    }
+
+    /// Sets `[roles.NAME]` to a table written in TOML, e.g.
+    /// `approves = ["demo"]`, replacing what was there.
+    pub fn role_toml(self, name: &str, body: &str) -> Self {
+        let table: DocumentMut = body
+            .parse()
+            .unwrap_or_else(|e| panic!("invalid TOML for role {name}: {e}\n{body}"));
+        let name = name.to_owned();
+        self.edit(move |doc| {
+            let roles = table_mut(doc.as_table_mut(), "roles");
+            roles.insert(&name, Item::Table(table.as_table().clone()));
+        })
     }
 
     /// Adds a local user with [`PASSWORD`] and these roles.
@@ -253,6 +295,15 @@ impl BrokerBuilder {
             let mut t = Table::new();
             t["servers"] = value(servers.iter().map(String::as_str).collect::<Array>());
             roles.insert(role, Item::Table(t));
+        }
+        if let Some(rules) = &self.policy {
+            let rules: DocumentMut = rules
+                .parse()
+                .unwrap_or_else(|e| panic!("invalid policy TOML: {e}\n{rules}"));
+            doc.remove("policy");
+            if let Some(item) = rules.get("policy") {
+                doc.insert("policy", item.clone());
+            }
         }
         for edit in self.edits.drain(..) {
             edit(doc);

@@ -17,6 +17,7 @@
 //!   tokens signed with its real key.
 //! - [`certs`]: key pairs, CSRs and forged certificates (foreign CA, expired).
 //! - [`process`]: child processes with deadlines, line readers, exit codes.
+//! - [`hook`]: a webhook receiver that hands the test every JSON body.
 //!
 //! **Invariant:** every wait is bounded by a deadline and polls for the
 //! condition it needs; nothing sleeps a fixed time to let a race settle.
@@ -25,6 +26,7 @@
 pub mod broker;
 pub mod certs;
 pub mod cli;
+pub mod hook;
 pub mod idp;
 pub mod paths;
 pub mod process;

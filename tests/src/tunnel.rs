@@ -155,6 +155,32 @@ impl Api {
         .await
     }
 
+    /// `GET PATH` (e.g. `/v1/approvals/ID`) with the bearer token.
+    pub async fn get_json(&self, token: &str, path: &str) -> Result<Value, ApiFailure> {
+        self.send(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    /// `POST PATH` with a JSON body and the bearer token.
+    pub async fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, ApiFailure> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
     /// A fresh key, a CSR for it, and the session certificate the broker
     /// signs. Panics if the broker refuses.
     pub async fn new_session(&self, token: &str, server: &str) -> Session {
