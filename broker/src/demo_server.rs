@@ -33,7 +33,7 @@ pub const CUSTOMERS: u32 = 50;
 /// Where a stateless (`2026-07-28`) request names its protocol version.
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const INSTRUCTIONS: &str = "A demo customer database with fake, generated records. \
-    Use list_customers, get_customer and search_customers to read; drop_table is destructive.";
+    Use list_customers, get_customer and search_customers to read; update_customer writes; drop_table is destructive.";
 const SEED: u64 = 0x6d63_7067_6174_6531;
 
 /// Runs the server on stdin/stdout until stdin ends.
@@ -266,14 +266,16 @@ enum Tool {
     ListCustomers,
     GetCustomer,
     SearchCustomers,
+    UpdateCustomer,
     DropTable,
 }
 
 impl Tool {
-    const ALL: [Tool; 4] = [
+    const ALL: [Tool; 5] = [
         Tool::ListCustomers,
         Tool::GetCustomer,
         Tool::SearchCustomers,
+        Tool::UpdateCustomer,
         Tool::DropTable,
     ];
 
@@ -282,6 +284,7 @@ impl Tool {
             Tool::ListCustomers => "list_customers",
             Tool::GetCustomer => "get_customer",
             Tool::SearchCustomers => "search_customers",
+            Tool::UpdateCustomer => "update_customer",
             Tool::DropTable => "drop_table",
         }
     }
@@ -320,6 +323,21 @@ impl Tool {
                 json!(["query"]),
                 read_only,
             ),
+            Tool::UpdateCustomer => (
+                "Update a customer",
+                "Change a customer's e-mail, phone or city. A write (in this demo nothing is really stored).",
+                json!({
+                    "id": { "type": "integer", "minimum": 1, "maximum": CUSTOMERS },
+                    "email": { "type": "string", "maxLength": 200 },
+                    "phone": { "type": "string", "maxLength": 40 },
+                    "city": { "type": "string", "maxLength": 100 },
+                }),
+                json!(["id"]),
+                json!({
+                    "readOnlyHint": false, "destructiveHint": false,
+                    "idempotentHint": true, "openWorldHint": false,
+                }),
+            ),
             Tool::DropTable => (
                 "Drop a table",
                 "Drop a table from the database. Destructive (in this demo nothing is really dropped).",
@@ -351,6 +369,7 @@ impl Tool {
             Tool::ListCustomers => &["limit"],
             Tool::GetCustomer => &["id"],
             Tool::SearchCustomers => &["query"],
+            Tool::UpdateCustomer => &["id", "email", "phone", "city"],
             Tool::DropTable => &["table"],
         };
         if let Some(unknown) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -391,6 +410,39 @@ impl Tool {
                     })
                     .collect();
                 Ok(json!({ "customers": customers, "count": customers.len() }))
+            }
+            Tool::UpdateCustomer => {
+                let id = args
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .ok_or("id must be a positive integer")?;
+                let id = u32::try_from(id)
+                    .ok()
+                    .and_then(customer_id_checked)
+                    .ok_or_else(|| format!("no customer with id {id}"))?;
+                let mut c = customer(id);
+                for (field, slot, max) in [
+                    ("email", &mut c.email, 200),
+                    ("phone", &mut c.phone, 40),
+                    ("city", &mut c.city, 100),
+                ] {
+                    if let Some(v) = args.get(field) {
+                        let v = v
+                            .as_str()
+                            .filter(|v| !v.trim().is_empty() && v.chars().count() <= max)
+                            .ok_or_else(|| {
+                                format!(
+                                    "{field} must be a non-empty string of at most {max} characters"
+                                )
+                            })?;
+                        *slot = v.to_owned();
+                    }
+                }
+                Ok(json!({
+                    "customer": c,
+                    "updated": true,
+                    "note": "demo server: the change was not really stored",
+                }))
             }
             Tool::DropTable => {
                 let table = args
@@ -812,6 +864,7 @@ mod tests {
                 "list_customers",
                 "get_customer",
                 "search_customers",
+                "update_customer",
                 "drop_table"
             ]
         );
@@ -829,6 +882,7 @@ mod tests {
             ("list_customers", json!({"limit": 3})),
             ("get_customer", json!({"id": 2})),
             ("search_customers", json!({"query": "a"})),
+            ("update_customer", json!({"id": 3, "city": "Lyon"})),
             ("drop_table", json!({"table": "customers"})),
         ] {
             let r = call(&s, tool, args);

@@ -10,7 +10,7 @@ use mcpgate_tests::Cli;
 use mcpgate_tests::broker::BrokerBuilder;
 use mcpgate_tests::certs::ClientKey;
 use mcpgate_tests::hook::HookReceiver;
-use mcpgate_tests::process::wait_until;
+use mcpgate_tests::process::{LineChild, wait_until};
 use mcpgate_tests::tunnel::{Api, Tunnel, tool_text};
 use serde_json::{Value, json};
 
@@ -99,8 +99,21 @@ async fn held_call_reaches_upstream_only_after_another_person_approves() {
     let erin = logged_in(&broker, ENGINEER);
     let carol = logged_in(&broker, CAROL);
     let mut t = tunnel(&broker, ENGINEER, RECORDED).await;
+    // An approver watching live.
+    let mut watch = LineChild::spawn(carol.command(&["approvals", "--watch", "--output", "json"]));
 
     let first = hold(&mut t, 1, "hold: first").await;
+    // The watcher shows it: as it opens, or in its first snapshot of the
+    // list if the request was quicker than the watcher's start.
+    let seen = (0..20)
+        .map(|_| watch.recv_json(Duration::from_secs(10)))
+        .find(|e| e["event"] == "opened" || e["event"] == "current")
+        .expect("the watcher saw the request");
+    assert_eq!(seen["approval"]["id"], first.as_str(), "{seen}");
+    assert_eq!(
+        seen["approval"]["arguments"],
+        json!({"message": "hold: first"})
+    );
     // The webhook hears of it, with the exact call.
     let opened = hook.next(Duration::from_secs(10)).await;
     assert_eq!(opened["event"], "approval.opened", "{opened}");
@@ -170,6 +183,12 @@ async fn held_call_reaches_upstream_only_after_another_person_approves() {
     assert_eq!(decided["event"], "approval.decided", "{decided}");
     assert_eq!(decided["approval"]["state"], "approved");
     assert_eq!(decided["approval"]["votes"][0]["approver"], CAROL);
+    let approved = (0..20)
+        .map(|_| watch.recv_json(Duration::from_secs(10)))
+        .find(|e| e["event"] == "approved")
+        .expect("the watcher saw the approval");
+    assert_eq!(approved["approval"]["id"], first.as_str(), "{approved}");
+    drop(watch);
     assert_eq!(calls_received(&received_at), ["echo"]);
     let forwarded = received(&received_at)
         .into_iter()

@@ -706,6 +706,109 @@ mod tests {
         assert!(read_call("tools/delete", None).unwrap().is_none());
     }
 
+    fn stage(rules: &str) -> (tempfile::TempDir, PolicyStage) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[broker]\n[servers.demo]\ntransport = \"stdio\"\ncommand = \"x\"\n[roles.engineer]\nservers = [\"demo\"]\n{rules}"
+        );
+        let config = crate::config::Config::parse(&text, &dir.path().join("broker.toml")).unwrap();
+        let policy = Arc::new(Policy::compile(&config).unwrap());
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let approvals = Approvals::new(
+            store,
+            crate::webhook::Webhooks::none(),
+            Duration::from_secs(60),
+        );
+        (
+            dir,
+            PolicyStage::new(policy, approvals, Duration::from_secs(1)),
+        )
+    }
+
+    fn ctx() -> SessionContext {
+        SessionContext {
+            session: "s1".parse().unwrap(),
+            user: "erin".parse().unwrap(),
+            server: "demo".parse().unwrap(),
+            roles: vec!["engineer".parse().unwrap()],
+        }
+    }
+
+    fn msg(v: Value) -> Message {
+        Message::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn list_pages_are_filtered_and_keep_their_cursor() {
+        let (_dir, stage) = stage(
+            r#"
+[[policy]]
+name = "reads"
+roles = ["engineer"]
+servers = ["demo"]
+tools = ["get_*"]
+resources = ["demo://public/**"]
+effect = "allow"
+"#,
+        );
+        let ctx = ctx();
+        let list =
+            msg(json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cursor":"p2"}}));
+        assert!(matches!(
+            stage.from_client(&ctx, list).await,
+            Flow::Forward(_)
+        ));
+        let page = msg(json!({"jsonrpc":"2.0","id":1,"result":{
+            "tools":[{"name":"get_a"},{"name":"drop_b"},{"name":"get_c"},{"nameless":true}],
+            "nextCursor":"p3"}}));
+        let Flow::Forward(out) = stage.from_upstream(&ctx, page).await else {
+            panic!()
+        };
+        let result = out.result().unwrap();
+        let names: Vec<_> = result["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("get_a"), json!("get_c")]);
+        assert_eq!(result["nextCursor"], "p3");
+        // A page with nothing visible stays a page: the client goes on.
+        let list = msg(json!({"jsonrpc":"2.0","id":"r","method":"resources/list"}));
+        stage.from_client(&ctx, list).await;
+        let page = msg(json!({"jsonrpc":"2.0","id":"r","result":{
+            "resources":[{"uri":"demo://private/x"}],"nextCursor":"n"}}));
+        let Flow::Forward(out) = stage.from_upstream(&ctx, page).await else {
+            panic!()
+        };
+        assert_eq!(out.result().unwrap()["resources"], json!([]));
+        assert_eq!(out.result().unwrap()["nextCursor"], "n");
+        // A result for an id that was no list request is left alone.
+        let other = msg(json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"drop_b"}]}}));
+        let Flow::Forward(out) = stage.from_upstream(&ctx, other).await else {
+            panic!()
+        };
+        assert_eq!(out.result().unwrap()["tools"][0]["name"], "drop_b");
+    }
+
+    #[tokio::test]
+    async fn a_denied_call_is_answered_and_recorded_never_forwarded() {
+        let (_dir, stage) = stage("");
+        let ctx = ctx();
+        let call =
+            msg(json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_a"}}));
+        let Flow::Reply(line) = stage.from_client(&ctx, call).await else {
+            panic!("not denied")
+        };
+        let reply: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(reply["error"]["code"], POLICY_DENIED);
+        assert_eq!(reply["id"], 7);
+        let kept = stage.approvals.decisions(&ctx.session).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].decision, DecisionKind::Deny);
+        assert_eq!(kept[0].name.as_deref(), Some("get_a"));
+    }
+
     #[test]
     fn completion_names_its_prompt_or_resource() {
         let c = read_call(
