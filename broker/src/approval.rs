@@ -221,31 +221,32 @@ impl Approvals {
         Ok(approval)
     }
 
+    /// Marks every pending request past its expiry as expired, and tells
+    /// waiters and webhooks, so that whoever looks next sees it final.
+    async fn sweep(&self) -> Result<(), StoreError> {
+        let expired = self
+            .store
+            .run(|s| expire_overdue(&s.conn(), unix_now()))
+            .await??;
+        if !expired.is_empty() {
+            self.changed();
+        }
+        for approval in &expired {
+            self.webhooks.notify(WebhookEvent::Decided, approval);
+        }
+        Ok(())
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        self.sweep().await?;
         let id = id.to_owned();
-        self.store
-            .run(move |s| {
-                let conn = s.conn();
-                expire_overdue(&conn, unix_now())?;
-                get(&conn, &id)
-            })
-            .await?
+        self.store.run(move |s| get(&s.conn(), &id)).await?
     }
 
     /// Newest first, at most 500.
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<Approval>, StoreError> {
-        let expired = self
-            .store
-            .run(move |s| -> Result<(usize, Vec<Approval>), StoreError> {
-                let conn = s.conn();
-                let expired = expire_overdue(&conn, unix_now())?;
-                Ok((expired, list(&conn, &filter)?))
-            })
-            .await??;
-        if expired.0 > 0 {
-            self.changed();
-        }
-        Ok(expired.1)
+        self.sweep().await?;
+        self.store.run(move |s| list(&s.conn(), &filter)).await?
     }
 
     /// One approver's vote. `may_approve` says whether the approver holds
@@ -257,6 +258,7 @@ impl Approvals {
         may_approve: impl Fn(&ServerName) -> bool + Send + 'static,
         decision: DecisionRequest,
     ) -> Result<Approval, DecideError> {
+        self.sweep().await?;
         let id = id.to_owned();
         let approval = self
             .store
@@ -575,12 +577,21 @@ fn list(conn: &Connection, filter: &ListFilter) -> Result<Vec<Approval>, StoreEr
     Ok(out)
 }
 
-/// Marks every pending request past its expiry as expired.
-fn expire_overdue(conn: &Connection, now: u64) -> Result<usize, StoreError> {
-    Ok(conn.execute(
-        "UPDATE approvals SET state = 'expired', decided_at = ?1 WHERE state = 'pending' AND expires_at <= ?1",
-        [now],
-    )?)
+/// Marks every pending request past its expiry as expired; returns them.
+fn expire_overdue(conn: &Connection, now: u64) -> Result<Vec<Approval>, StoreError> {
+    let ids: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "UPDATE approvals SET state = 'expired', decided_at = ?1
+             WHERE state = 'pending' AND expires_at <= ?1 RETURNING id",
+        )?;
+        let rows = stmt.query_map([now], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(get(conn, &id)?);
+    }
+    Ok(out)
 }
 
 fn vote(
@@ -592,7 +603,6 @@ fn vote(
 ) -> Result<Approval, DecideError> {
     let now = unix_now();
     let tx = conn.transaction().map_err(StoreError::from)?;
-    expire_overdue(&tx, now)?;
     let Some(approval) = get(&tx, id)? else {
         return Err(DecideError::NotFound(id.to_owned()));
     };
@@ -608,6 +618,13 @@ fn vote(
         return Err(DecideError::AlreadyDecided {
             id: id.to_owned(),
             state: approval.state,
+        });
+    }
+    // Past its expiry but not swept yet: as good as expired.
+    if approval.expires_at <= now {
+        return Err(DecideError::AlreadyDecided {
+            id: id.to_owned(),
+            state: ApprovalState::Expired,
         });
     }
     if approval.digest != decision.digest {
@@ -784,6 +801,42 @@ mod tests {
         );
         let after = a.close(&req.id, ApprovalState::Cancelled).await.unwrap();
         assert_eq!(after.state, ApprovalState::Approved);
+    }
+
+    #[tokio::test]
+    async fn overdue_requests_expire_and_take_no_more_votes() {
+        let (_dir, a) = approvals();
+        let req = a.open_call(call(1)).await.unwrap();
+        let before = a.version();
+        // As if its expiry had passed.
+        let id = req.id.clone();
+        a.store
+            .run(move |s| {
+                s.conn()
+                    .execute("UPDATE approvals SET expires_at = 1 WHERE id = ?1", [id])
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let err = a
+            .decide(&req.id, user("bob"), |_| true, yes(&req.digest))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecideError::AlreadyDecided {
+                    state: ApprovalState::Expired,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            a.get(&req.id).await.unwrap().unwrap().state,
+            ApprovalState::Expired
+        );
+        assert!(a.version() > before, "waiters were told");
     }
 
     #[tokio::test]
