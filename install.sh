@@ -11,13 +11,20 @@ cd "$(dirname "$0")"
 if [ -z "${PREFIX:-}" ]; then
   if [ "$(id -u)" = 0 ]; then PREFIX=/usr/local; else PREFIX="$HOME/.local"; fi
 fi
-profile_flag=()
-if [ "${MCPGATE_INSTALL_PROFILE:-release}" = debug ]; then profile_flag=(--debug); fi
+profile_flag=(--release)
+profile_dir=release
+if [ "${MCPGATE_INSTALL_PROFILE:-release}" = debug ]; then profile_flag=(); profile_dir=debug; fi
 
 command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 
-for crate in cli broker; do
-  cargo install --quiet --locked --force "${profile_flag[@]}" --path "$crate" --root "$PREFIX"
+# One build of the whole workspace's binaries (the same command the tests
+# use, so an existing build is reused), then a copy: both tools share one
+# compilation of their dependencies.
+cargo build --quiet --locked --workspace --bins "${profile_flag[@]}"
+built="${CARGO_TARGET_DIR:-target}/$profile_dir"
+mkdir -p "$PREFIX/bin"
+for tool in mcpgate mcpgate-broker; do
+  install -m 0755 "$built/$tool" "$PREFIX/bin/$tool"
 done
 
 bin="$PREFIX/bin"
