@@ -587,6 +587,7 @@ async fn decide_approval(
                     reason: a.reason.clone().unwrap_or_default(),
                     approval: Some(a.id.clone()),
                     approvers: a.approvers(),
+                    masked: Default::default(),
                 };
                 b.approvals.record(event).await.map_err(Failure::internal)?;
             }

@@ -48,6 +48,14 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Mask a JSON document or text read from stdin, as the broker would,
+    /// and print the result
+    ///
+    /// Without --config the built-in defaults apply. A JSON-RPC message is
+    /// masked as the relay masks one from a server (its result, params or
+    /// error); any other JSON document is masked whole; anything else is
+    /// masked as text.
+    Mask(MaskArgs),
     /// Manage local users in the config file
     User {
         #[command(subcommand)]
@@ -153,6 +161,21 @@ pub struct PolicyCheckArgs {
     pub args: String,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+/// What `mask` applies.
+#[derive(Debug, clap::Args)]
+pub struct MaskArgs {
+    /// The broker config whose [masking] rules apply (hash tokens use its
+    /// data dir's mask.key when there is one)
+    #[arg(long, env = CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+    /// The masking profile to apply
+    #[arg(long, default_value = crate::mask::DEFAULT_PROFILE)]
+    pub profile: String,
+    /// After the result, list each finding: type, rule, where
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -58,6 +58,10 @@ pub struct Config {
     /// allowed.
     #[serde(default)]
     pub policy: PolicySection,
+    /// What is masked in what servers return, for whom (see
+    /// [`crate::mask`]). None: every default detector, for everyone.
+    #[serde(default)]
+    pub masking: crate::mask::MaskingSection,
     /// Where the file was read from; relative paths in it are relative to
     /// its folder.
     #[serde(skip)]
@@ -561,12 +565,22 @@ impl Config {
             }
         }
         self.check_oidc().map_err(invalid)?;
+        // A throwaway key: this only checks that every profile compiles.
+        self.masking(crate::mask::MaskKey::new([0; 32]))
+            .map_err(invalid)?;
         // Last: rules name roles and servers checked above.
         Policy::compile(self).map_err(|e| ConfigError::Invalid {
             path: e.file,
             message: format!("line {}: {}", e.line, e.message),
         })?;
         Ok(())
+    }
+
+    /// Compiles `[masking]` under the deployment's hash-token key.
+    pub fn masking(&self, key: crate::mask::MaskKey) -> Result<crate::mask::Masking, String> {
+        let servers = self.servers.keys().map(|s| s.as_str().to_owned()).collect();
+        let roles = self.roles.keys().map(|r| r.as_str().to_owned()).collect();
+        crate::mask::Masking::compile(&self.masking, &servers, &roles, key)
     }
 
     fn check_oidc(&self) -> Result<(), String> {

@@ -56,6 +56,7 @@ pub fn create(dir: &Path, names: &[String]) -> anyhow::Result<()> {
         names
     };
     ca::create(dir, public)?;
+    crate::mask::MaskKey::load_or_create(dir)?;
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.exists() {
         let text = example_config(names)?;

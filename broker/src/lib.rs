@@ -16,6 +16,8 @@
 //! - [`upstream`]: the stdio MCP server spawned for a session.
 //! - [`policy`]: per role and server, which tools, resources and prompts
 //!   are allowed, denied or held for approval (CEL conditions on arguments).
+//! - [`mask`]: sensitive values in what servers return (cards, ids,
+//!   contact details, keys and tokens), found in one pass and replaced.
 //! - [`proxy`]: the relay, a pipeline of stages between tunnel and upstream.
 //! - [`serve`]: wires the above together and shuts them down.
 //! - [`init`], [`users`], [`quickstart`], [`demo_server`]: admin commands.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod demo_server;
 pub mod init;
+pub mod mask;
 pub mod oidc;
 pub mod policy;
 pub mod proxy;

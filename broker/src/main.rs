@@ -110,6 +110,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                 code => std::process::exit(code.into()),
             }
         }
+        Command::Mask(args) => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
+                .map_err(|e| anyhow::anyhow!("cannot read stdin: {e}"))?;
+            let out = mcpgate_broker::mask::dry_run::run(&args, &input)?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
+            Ok(())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

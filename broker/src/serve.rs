@@ -50,6 +50,8 @@ pub struct Broker {
     pub approvals: crate::approval::Approvals,
     /// The compiled `[[policy]]` rules.
     pub policy: Arc<crate::policy::Policy>,
+    /// The compiled `[masking]` profiles.
+    pub masking: Arc<crate::mask::Masking>,
     /// `host:port` announced to clients for the tunnel.
     pub tunnel_public_addr: String,
     /// The name clients check on the tunnel's certificate.
@@ -70,6 +72,12 @@ impl Broker {
                 self.policy.clone(),
                 self.approvals.clone(),
                 self.config.approvals.progress_interval,
+            )),
+            // Last towards the upstream, so first on the way back: every
+            // stage before it sees only masked results.
+            Arc::new(crate::proxy::MaskStage::new(
+                self.masking.clone(),
+                self.approvals.clone(),
             )),
         ]
     }
@@ -159,6 +167,12 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
     let oidc = crate::oidc::Oidc::new(&config)?;
     let policy = Arc::new(crate::policy::Policy::compile(&config)?);
     info!(rules = policy.len(), "policy loaded");
+    let mask_key = crate::mask::MaskKey::load_or_create(&data_dir)?;
+    let masking = Arc::new(
+        config
+            .masking(mask_key)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?,
+    );
     let store = Store::open(&data_dir)?;
     let aborted = store.recover(unix_now())?;
     if aborted > 0 {
@@ -212,6 +226,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         tunnel_server_name: config.broker.public_names[0].clone(),
         session_slots: Arc::new(Semaphore::new(config.broker.max_sessions)),
         shutdown: shutdown_rx,
+        masking,
         config,
         data_dir,
         ca,

@@ -31,6 +31,9 @@ pub enum DecisionKind {
     Cancel,
     /// Just-in-time access was granted (access requests).
     Grant,
+    /// Values in the upstream's message were masked before it went on;
+    /// `masked` counts them per type (never the values).
+    Mask,
 }
 
 impl DecisionKind {
@@ -45,6 +48,7 @@ impl DecisionKind {
             DecisionKind::Timeout => "timeout",
             DecisionKind::Cancel => "cancel",
             DecisionKind::Grant => "grant",
+            DecisionKind::Mask => "mask",
         }
     }
 }
@@ -85,4 +89,7 @@ pub struct DecisionEvent {
     /// Who approved or denied (approval outcomes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<UserName>,
+    /// Masked values per type (mask events).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub masked: std::collections::BTreeMap<String, u64>,
 }

@@ -39,6 +39,10 @@ pub const APPROVAL_EXPIRED: i64 = -32012;
 /// The call was held for approval and the approval could not be completed
 /// (cancelled, or the broker could not keep its record): not forwarded.
 pub const APPROVAL_FAILED: i64 = -32013;
+/// The upstream's message could not be masked (too large, nested too
+/// deeply, or the broker could not keep its record of the masking): it was
+/// withheld, never forwarded unmasked.
+pub const MASK_FAILED: i64 = -32014;
 
 /// A request id: a string or an integer. `1` and `"1"` are different ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,6 +96,15 @@ pub enum Kind {
 pub struct Message {
     object: Map<String, Value>,
     kind: Kind,
+    annotations: Annotations,
+}
+
+/// What the broker's stages noted about a message on its way. Never
+/// serialised with it: the session record stores it beside the message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// How many values of each type the masking stage replaced.
+    pub masked: std::collections::BTreeMap<String, u64>,
 }
 
 /// Why a line was refused, and what to answer.
@@ -282,7 +295,11 @@ impl Message {
                 }
             }
         };
-        Ok(Message { object, kind })
+        Ok(Message {
+            object,
+            kind,
+            annotations: Annotations::default(),
+        })
     }
 
     pub fn kind(&self) -> &Kind {
@@ -328,6 +345,26 @@ impl Message {
         self.object.get_mut("result")
     }
 
+    /// The member that carries what the message says: `result`, `error`, or
+    /// `params` (absent for a request or notification without params).
+    /// Masking and its JSON-path rules start here.
+    pub fn body_mut(&mut self) -> Option<&mut Value> {
+        let member = match self.kind {
+            Kind::Request { .. } | Kind::Notification { .. } => "params",
+            Kind::Result { .. } => "result",
+            Kind::Error { .. } => "error",
+        };
+        self.object.get_mut(member)
+    }
+
+    pub fn annotations(&self) -> &Annotations {
+        &self.annotations
+    }
+
+    pub fn annotations_mut(&mut self) -> &mut Annotations {
+        &mut self.annotations
+    }
+
     pub fn into_object(self) -> Map<String, Value> {
         self.object
     }
@@ -349,6 +386,16 @@ impl Message {
             _ => None,
         }
     }
+}
+
+/// Parses one JSON text with duplicate object keys refused, for JSON found
+/// inside a message (a tool's text that is itself JSON): `None` when it is
+/// not exactly one JSON value or repeats a key.
+pub fn parse_strict(text: &str) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let Strict(value) = Strict::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(value)
 }
 
 /// A `Value` parsed with duplicate object keys refused (serde_json alone

@@ -13,10 +13,13 @@
 //! - [`oidc`]: tokens from a real OpenID Provider at the broker; forged ones refused.
 //! - [`oidc_cli`]: `mcpgate login` through that provider (browser, device, CI).
 //! - [`quickstart`]: the README's one-command broker and demo session.
+//! - [`masking`]: customer records masked on their way to a real client,
+//!   evasions through a real server, nothing clear kept, fail closed.
 
 mod approvals;
 mod bad_input;
 mod fixtures;
+mod masking;
 mod oidc;
 mod oidc_cli;
 mod policy;

@@ -15,6 +15,8 @@
 //! - `log`: the [`Log`] stage (debug trace and message counts).
 //! - `policy`: the [`PolicyStage`] (method and parameter checks, allow /
 //!   deny / hold per call, list filtering).
+//! - `mask`: the [`MaskStage`] (every upstream message masked, counts
+//!   kept, withheld when it cannot be).
 //! - `relay`: the session loop, its pending-request bookkeeping and its end.
 
 use std::fmt;
@@ -23,11 +25,13 @@ use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
 
 pub mod frame;
 mod log;
+mod mask;
 mod policy;
 mod relay;
 pub mod stage;
 
 pub use log::{Counts, Log};
+pub use mask::MaskStage;
 pub use policy::PolicyStage;
 pub use relay::relay;
 pub use stage::{Direction, Flow, Hold, Notifier, Stage};

@@ -200,6 +200,7 @@ impl PolicyStage {
             reason: reason.to_owned(),
             approval: None,
             approvers: Vec::new(),
+            masked: Default::default(),
         };
         match decision.effect {
             Effect::Allow => {
@@ -301,6 +302,7 @@ impl PolicyStage {
             reason: reason.clone(),
             approval: None,
             approvers: Vec::new(),
+            masked: Default::default(),
         })
         .await;
         msg.error_reply(code, &reason)
@@ -629,6 +631,7 @@ impl Stage for PolicyStage {
                         reason: format!("{method} sent as a notification"),
                         approval: None,
                         approvers: Vec::new(),
+                        masked: Default::default(),
                     })
                     .await;
                     Flow::Drop
