@@ -9,6 +9,11 @@
 //!
 //! The target is 300 MB/s per core with all detectors on. Accuracy
 //! on the same corpus: `cargo bench -p mcpgate-broker --bench mask_accuracy`.
+//!
+//! `message/*` measures what the relay pays per reply: the whole masking
+//! of a parsed `tools/call` result (the demo server's `list_customers`, 10
+//! and 50 records, structured content and its text copy; and a short
+//! `echo` reply with nothing to mask) with the default profile.
 
 mod corpus;
 
@@ -75,5 +80,59 @@ fn scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan);
+fn messages(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use mcpgate_broker::mask::{MaskKey, Masking, Report};
+    use serde_json::{Value, json};
+
+    let masking = Masking::compile(
+        &Default::default(),
+        &Default::default(),
+        &Default::default(),
+        MaskKey::new([7; 32]),
+    )
+    .expect("the default profile compiles");
+    let masker = masking
+        .profile(mcpgate_broker::mask::DEFAULT_PROFILE)
+        .expect("default profile");
+    let customers = |n: u32| {
+        let structured = json!({
+            "customers": (1..=n).map(mcpgate_broker::demo_server::customer).collect::<Vec<_>>(),
+            "count": n,
+        });
+        json!({
+            "content": [{"type": "text", "text": structured.to_string()}],
+            "structuredContent": structured,
+        })
+    };
+    let echo = json!({"content": [{"type": "text", "text": "Echo: ping 42"}]});
+    let mut group = c.benchmark_group("message");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    for (name, reply) in [
+        ("list_customers_10", customers(10)),
+        ("list_customers_50", customers(50)),
+        ("echo", echo),
+    ] {
+        let bytes = serde_json::to_vec(&reply).expect("serialises").len();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || reply.clone(),
+                |mut value: Value| {
+                    let mut report = Report::default();
+                    masker
+                        .mask_value(&mut value, &mut report, false)
+                        .expect("masks");
+                    (value, report)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scan, messages);
 criterion_main!(benches);

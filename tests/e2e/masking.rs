@@ -148,6 +148,27 @@ fn a_custom_rule_and_a_json_path_rule_apply_on_the_real_path() {
     assert_ne!(card, clear_card);
 }
 
+#[test]
+fn a_sampling_request_from_the_server_reaches_the_client_masked() {
+    let broker = builder().toml("[masking]\n").start();
+    let cli = Cli::new(&broker);
+    cli.login_ok(ALICE);
+    // server-everything asks the client's model with the prompt it got.
+    let prompt = "summarise the dispute on card 4111 1111 1111 1111 for jane.doe@example.com";
+    let run = through_gateway(&cli, EVERYTHING, "sampling", &[prompt]);
+    let r = run.expect_ok();
+    let seen = r["sampling_requests_seen"].to_string();
+    assert!(seen.contains("summarise the dispute"), "{seen}");
+    assert!(
+        seen.contains("[MASKED:card]") && seen.contains("[MASKED:email]"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("4111") && !seen.contains("jane.doe"),
+        "{seen}"
+    );
+}
+
 async fn session(broker: &mcpgate_tests::Broker) -> Tunnel {
     let api = Api::new(broker.api_url(), &broker.ca_pem());
     let token = api.token(ALICE).await;

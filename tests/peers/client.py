@@ -167,9 +167,10 @@ async def scenario_basic(client: Client, _args: list[str], _tap: Tap) -> dict[st
     }
 
 
-async def scenario_sampling(client: Client, _args: list[str], _tap: Tap, seen: list[dict[str, Any]]) -> dict[str, Any]:
+async def scenario_sampling(client: Client, args: list[str], _tap: Tap, seen: list[dict[str, Any]]) -> dict[str, Any]:
     tools = await client.list_tools()
-    result = await client.call_tool("trigger-sampling-request", {"prompt": "say something", "maxTokens": 16})
+    prompt = args[0] if args else "say something"
+    result = await client.call_tool("trigger-sampling-request", {"prompt": prompt, "maxTokens": 16})
     return {
         "tools": [t.name for t in tools.tools],
         "sampling_requests_seen": seen,

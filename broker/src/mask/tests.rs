@@ -344,3 +344,32 @@ fn escapes_in_text_that_embeds_json_do_not_hide_values() {
         None
     );
 }
+
+#[test]
+fn errors_and_server_requests_are_masked_in_their_body() {
+    use mcpgate_shared::jsonrpc::Message;
+    let m = masking("");
+    let masker = m.profile(DEFAULT_PROFILE).unwrap();
+    for line in [
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"error":{{"code":-1,"message":"no row for {EMAIL}","data":{{"card":"{CARD}"}}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{{"messages":[{{"role":"user","content":{{"type":"text","text":"about {CARD}"}}}}]}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","data":"mailing {EMAIL}"}}}}"#
+        ),
+    ] {
+        let mut msg = Message::parse(line.as_bytes()).unwrap();
+        let mut report = Report::default();
+        masker
+            .mask_value(msg.body_mut().unwrap(), &mut report, false)
+            .unwrap();
+        let out = String::from_utf8(msg.to_line()).unwrap();
+        assert!(!out.contains("4111") && !out.contains(EMAIL), "{out}");
+        assert!(report.total() >= 1, "{out}");
+        // The envelope is untouched.
+        assert_eq!(msg.id(), Message::parse(line.as_bytes()).unwrap().id());
+    }
+}
