@@ -30,6 +30,10 @@
 // Each bench binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
+/// The held-out corpus: other templates, for a fair score
+/// (`heldout::generate_heldout`).
+pub mod heldout;
+
 use std::ops::Range;
 
 use base64::Engine as _;
@@ -46,7 +50,9 @@ pub struct Doc {
     pub labels: Vec<Label>,
     pub negatives: Vec<Label>,
     /// What the tool result looks like: `db_rows`, `log_lines`, `ticket`
-    /// or `config_dump`.
+    /// or `config_dump` (the held-out corpus has its own shapes: `csv`,
+    /// `markdown`, `html`, `config`, `stack_trace`, `http_dump`, `thread`,
+    /// `sql_table`, `k8s_docker`, `json_api`, `git`).
     pub shape: &'static str,
 }
 

@@ -8,12 +8,13 @@
 //! detector on). A prefilter reads the text once, 64 bytes at a time and
 //! without a branch per byte, and marks where a finding can start: a digit
 //! or a letter that begins a token prefix (`AKIA`, `ghp_`, `xoxb-`, `eyJ`,
-//! an IBAN's `DE89`) at a word start, `@`, `:`, `=`, and `--`. Each mark is
-//! handed to a hand-written validator that parses forward (and a few bytes
-//! back) from that point, reports what it found and says where the search
-//! resumes, so no byte is looked at by more than a couple of validators and
-//! nothing is rescanned with a regex. The common case allocates nothing
-//! beyond the findings pushed to `out`.
+//! an IBAN's `DE89`) at a word start, `@`, `:`, `=`, and `--`; with the
+//! opt-in `person` detector, also where a capitalised word starts. Each
+//! mark is handed to a hand-written validator that parses forward (and a
+//! few bytes back) from that point, reports what it found and says where
+//! the search resumes, so no byte is looked at by more than a couple of
+//! validators and nothing is rescanned with a regex. The common case
+//! allocates nothing beyond the findings pushed to `out`.
 //!
 //! Why not an Aho-Corasick automaton over those literals: the digits, `:`
 //! and `=` are so frequent in tool output (timestamps, JSON) that restarting
@@ -247,10 +248,10 @@ mod class {
 }
 
 /// Whether a `:` or `=` at `i` may matter: `://`, `::` and hex digits
-/// before a colon may be a URL or an IPv6 address; otherwise only a name
-/// that may be a secret's (ending in one of the last letters of those
-/// names, before blanks and a quote, as [`Scan::secret_at`] reads it).
-/// Most colons are JSON keys that are none of these.
+/// before a colon may be a URL or an IPv6 address; otherwise only after a
+/// secret's name (before blanks and a quote, as [`Scan::secret_at`] reads
+/// it). Most colons are JSON keys that are none of these, and are turned
+/// away here, before a validator is called.
 #[inline]
 fn separator_worth_a_look(b: &[u8], i: usize) -> bool {
     let next = b.get(i + 1).copied().unwrap_or(0);
@@ -267,7 +268,7 @@ fn separator_worth_a_look(b: &[u8], i: usize) -> bool {
             k -= 1;
         }
     }
-    k > 0 && !secret_names_ending_in(b[k - 1]).is_empty()
+    secret_name(b, k).is_some()
 }
 
 /// Whether the lead letter at `i` and the bytes after it may start a
@@ -326,22 +327,30 @@ const LEAD_SECOND: [u8; 256] = {
 };
 
 /// Prefilter flags per byte value, one bit each (see [`Scanner::scan`]).
+/// Eight bits are all there is, so a few classes are read from two: a
+/// digit, when digits trigger, is the [`ALNUM`] [`TRIGGER`] that is no
+/// [`LEAD`]; `:` is the [`LOWER_NEXT`] that is not [`ALNUM`].
 mod flag {
     /// An ASCII letter or digit.
     pub const ALNUM: u8 = 1 << 0;
     /// An enabled detector may start here.
     pub const TRIGGER: u8 = 1 << 1;
-    /// An ASCII digit.
-    pub const DIGIT: u8 = 1 << 2;
+    /// An ASCII capital: what may follow a capital lead (`AKIA`, an IBAN's
+    /// `DE`).
+    pub const UPPER: u8 = 1 << 2;
     /// `-` or `.`.
     pub const DASH_DOT: u8 = 1 << 3;
-    /// `:`.
-    pub const COLON: u8 = 1 << 4;
+    /// May be the second byte of a capitalised word (a lowercase letter, a
+    /// byte of a multi-byte char, `'` or `-`), when `person` is enabled.
+    pub const NAME_NEXT: u8 = 1 << 4;
     /// A lead letter, when one of its detectors is enabled.
     pub const LEAD: u8 = 1 << 5;
-    /// May be the second byte of a literal a lead letter starts (`K` of
-    /// `AKIA`, `h` of `ghp_`, any capital of an IBAN's country code).
-    pub const LEAD_NEXT: u8 = 1 << 6;
+    /// May follow a lowercase lead letter (`h` of `ghp_`, `k` of `sk_`);
+    /// also `:`.
+    pub const LOWER_NEXT: u8 = 1 << 6;
+    /// May start a person name (a capital, a multi-byte char), when
+    /// `person` is enabled.
+    pub const NAME: u8 = 1 << 7;
 }
 
 const LOW_BITS: u64 = 0x0101_0101_0101_0101;
@@ -356,8 +365,11 @@ pub struct Scanner {
     on: u32,
     /// The prefilter's [`flag`]s of each byte value.
     flags: [u8; 256],
-    /// Whether any byte is a trigger (not when only `person` is enabled).
+    /// Whether any byte is a trigger or may start a name.
     triggers: bool,
+    /// Whether `person` is enabled: the prefilter then also marks where a
+    /// name may start.
+    names: bool,
 }
 
 /// The detectors each byte class can lead to; a class whose detectors are
@@ -405,6 +417,7 @@ impl Scanner {
         live[usize::from(class::COLON)] = any(&COLON_DETECTORS);
         live[usize::from(class::EQUALS)] = any(&[Detector::Secret]);
         live[usize::from(class::DASH)] = any(&[Detector::PrivateKey]);
+        let names = on & Detector::Person.bit() != 0;
         let mut flags = [0u8; 256];
         for (byte, f) in (0..=255u8).zip(flags.iter_mut()) {
             let c = class::of(byte);
@@ -412,18 +425,27 @@ impl Scanner {
             let set = |yes: bool, bit: u8| if yes { bit } else { 0 };
             *f = set(byte.is_ascii_alphanumeric(), flag::ALNUM)
                 | set(live, flag::TRIGGER)
-                | set(byte.is_ascii_digit(), flag::DIGIT)
+                | set(byte.is_ascii_uppercase(), flag::UPPER)
                 | set(matches!(byte, b'-' | b'.'), flag::DASH_DOT)
-                | set(byte == b':', flag::COLON)
-                | set(LEAD_SECOND[usize::from(byte)] != 0, flag::LEAD_NEXT)
-                | set(live && c == class::LEAD, flag::LEAD);
+                | set(
+                    (byte.is_ascii_lowercase() && LEAD_SECOND[usize::from(byte)] != 0)
+                        || byte == b':',
+                    flag::LOWER_NEXT,
+                )
+                | set(live && c == class::LEAD, flag::LEAD)
+                | set(names && super::names::may_start_name(byte), flag::NAME)
+                | set(
+                    names && super::names::may_follow_capital(byte),
+                    flag::NAME_NEXT,
+                );
         }
-        let triggers = flags.iter().any(|f| f & flag::TRIGGER != 0);
+        let triggers = flags.iter().any(|f| f & (flag::TRIGGER | flag::NAME) != 0);
         Scanner {
             enabled,
             on,
             flags,
             triggers,
+            names,
         }
     }
 
@@ -450,12 +472,27 @@ impl Scanner {
     /// - not a later part of a dashed, dotted or timed token (`2024-07-17`,
     ///   `10.0.0.1`, a UUID: a digit after `-`/`.` after a letter or digit;
     ///   `13:45:00`: a digit after `:` after a digit);
-    /// - not a lead letter whose next byte starts no literal (`Error`).
+    /// - not a lead letter whose next byte starts no literal (`Error`,
+    ///   `The`: a capital needs a capital after it);
+    /// - not a `-` without another after it.
     ///
     /// Each marked position at or after the resume point gets a few more
     /// byte checks and then its validator ([`Scan::dispatch`]), which says
     /// where to resume.
+    ///
+    /// With `person` on, the same pass also marks where a name may start (a
+    /// capital or a multi-byte char not right after an ASCII letter or
+    /// digit) and hands those marks to [`super::names::name_from`], which
+    /// keeps a resume point of its own.
     pub fn scan(&self, text: &str, out: &mut Vec<Finding>) {
+        if self.names {
+            self.scan_blocks::<true>(text, out);
+        } else {
+            self.scan_blocks::<false>(text, out);
+        }
+    }
+
+    fn scan_blocks<const NAMES: bool>(&self, text: &str, out: &mut Vec<Finding>) {
         let base = out.len();
         let b = text.as_bytes();
         let mut s = Scan {
@@ -465,10 +502,11 @@ impl Scanner {
             out,
         };
         let mut resume = 0;
+        let mut name_resume = 0;
         let mut block = if self.triggers { 0 } else { b.len() };
         while block < b.len() {
             let end = b.len().min(block + 64);
-            let mut starts = self.block_starts(b, block, end);
+            let (mut starts, mut names) = self.block_starts::<NAMES>(b, block);
             while starts != 0 {
                 let i = block + starts.trailing_zeros() as usize;
                 starts &= starts - 1;
@@ -478,22 +516,36 @@ impl Scanner {
                     resume = s.dispatch(i).max(i + 1);
                 }
             }
-            block = end.max(resume);
+            while NAMES && names != 0 {
+                let i = block + names.trailing_zeros() as usize;
+                names &= names - 1;
+                if let Some((start, end)) = super::names::name_from(text, i, &mut name_resume) {
+                    s.push(start, end, Detector::Person);
+                }
+            }
+            // Skip what both searches are past (a long token, a key).
+            let next = if NAMES {
+                resume.min(name_resume)
+            } else {
+                resume
+            };
+            block = end.max(next);
         }
-        self.scan_names(text, out);
         let kept = resolve(&mut out[base..]);
         out.truncate(base + kept);
     }
 
-    /// The positions in `b[block..end]` (at most 64 bytes) where a
-    /// validator may start, one bit per byte. The flags of the block, with
-    /// those of the two bytes before it and of the one after, are laid out
-    /// in a row, so each byte's neighbours are the same row read one or two
-    /// bytes off; eight bytes are combined at a time as a `u64` and the
-    /// result gathered to one bit per byte by a multiply.
-    fn block_starts(&self, b: &[u8], block: usize, end: usize) -> u64 {
+    /// The positions in `b[block..block + 64]` where a validator may start,
+    /// one bit per byte, and (with `NAMES`) those where a person name may
+    /// start. The flags of the block, with those of the two bytes before it
+    /// and of the one after, are laid out in a row, so each byte's
+    /// neighbours are the same row read one or two bytes off; eight bytes
+    /// are combined at a time as a `u64` and the result gathered to one bit
+    /// per byte by a multiply.
+    #[inline(always)]
+    fn block_starts<const NAMES: bool>(&self, b: &[u8], block: usize) -> (u64, u64) {
+        let end = b.len().min(block + 64);
         let flag = |k: usize| b.get(k).map_or(0, |&c| self.flags[usize::from(c)]);
-        // row[2 + k] holds the flags of b[block + k].
         let mut row = [0u8; 72];
         if block >= 2 {
             row[0] = flag(block - 2);
@@ -512,6 +564,7 @@ impl Scanner {
         };
         let bit = |w: u64, f: u8| (w >> f.trailing_zeros()) & LOW_BITS;
         let mut starts = 0;
+        let mut names = 0;
         for j in 0..8 {
             // Per byte: the flags of the byte two before, one before, this
             // one, and the one after.
@@ -519,31 +572,31 @@ impl Scanner {
             let before = word(8 * j + 1);
             let this = word(8 * j + 2);
             let after = word(8 * j + 3);
-            let in_word = bit(before, flag::ALNUM) & bit(this, flag::ALNUM);
-            let later_part = bit(this, flag::DIGIT)
-                & ((bit(before, flag::DASH_DOT) & bit(before_2, flag::ALNUM))
-                    | (bit(before, flag::COLON) & bit(before_2, flag::DIGIT)));
-            let no_literal = bit(this, flag::LEAD) & !bit(after, flag::LEAD_NEXT);
-            let start = bit(this, flag::TRIGGER) & !(in_word | later_part | no_literal);
+            let alnum = |w: u64| bit(w, flag::ALNUM);
+            let digit = |w: u64| bit(w, flag::TRIGGER) & alnum(w) & !bit(w, flag::LEAD);
+            let in_word = alnum(before) & alnum(this);
+            let colon_before = bit(before, flag::LOWER_NEXT) & !alnum(before);
+            let later_part = digit(this)
+                & ((bit(before, flag::DASH_DOT) & alnum(before_2))
+                    | (colon_before & digit(before_2)));
+            // A capital lead needs a capital after it, a lowercase one a
+            // letter of its literals.
+            let upper = bit(this, flag::UPPER);
+            let next_ok = (upper & bit(after, flag::UPPER))
+                | (!upper & bit(after, flag::LOWER_NEXT) & alnum(after));
+            let no_literal = bit(this, flag::LEAD) & !next_ok;
+            // `-` triggers only the `-----BEGIN` of a key: a second `-`.
+            let dash = |w: u64| bit(w, flag::DASH_DOT) & bit(w, flag::TRIGGER);
+            let lone_dash = dash(this) & !dash(after);
+            let start = bit(this, flag::TRIGGER) & !(in_word | later_part | no_literal | lone_dash);
             starts |= (start & LOW_BITS).wrapping_mul(GATHER) >> 56 << (8 * j);
+            if NAMES {
+                // The names module checks `_` and multi-byte letters before.
+                let name = bit(this, flag::NAME) & bit(after, flag::NAME_NEXT) & !alnum(before);
+                names |= (name & LOW_BITS).wrapping_mul(GATHER) >> 56 << (8 * j);
+            }
         }
-        starts
-    }
-
-    /// The opt-in person detector lives in [`super::names`]; its findings
-    /// join the others before overlaps are resolved. (It is off by default,
-    /// so its buffer is the one allocation a default scan never makes.)
-    fn scan_names(&self, text: &str, out: &mut Vec<Finding>) {
-        if !self.is_on(Detector::Person) {
-            return;
-        }
-        let mut names = Vec::new();
-        super::names::find_names(text, &mut names);
-        out.extend(names.into_iter().map(|(start, end)| Finding {
-            start,
-            end,
-            detector: Detector::Person,
-        }));
+        (starts, names)
     }
 }
 
@@ -871,6 +924,7 @@ impl Scan<'_, '_> {
         let hex_before = p > 0 && b[p - 1].is_ascii_hexdigit();
         if self.on(Detector::Ipv6)
             && (hex_before || next == b':')
+            && colon_follows(b, p)
             && !clock_time(b, p)
             && let Some((s, e)) = ipv6_at(self.text, p)
         {
@@ -979,7 +1033,7 @@ impl Scan<'_, '_> {
             }
         }
         let value = &self.text[vs..ve];
-        if value.is_empty() || is_placeholder(value) {
+        if value.is_empty() || is_placeholder(value) || (!quoted && is_code(b, vs, ve)) {
             return None;
         }
         let ok = match kind {
@@ -1672,7 +1726,9 @@ fn reference_before(b: &[u8], s: usize) -> bool {
 // ----- IP addresses ---------------------------------------------------------
 
 /// A dotted quad at `i`: four 0–255 parts without leading zeros, not part
-/// of a longer dotted run, not after `v`/`ver`/`version`.
+/// of a longer dotted run, not after `v`/`ver`/`version` or `section`/`§`,
+/// and not a numbered heading (`8.2.4.45 Markup declaration`) where
+/// nothing before it speaks of a network.
 fn ipv4(b: &[u8], i: usize) -> Option<usize> {
     let mut p = i;
     for k in 0..4 {
@@ -1698,8 +1754,70 @@ fn ipv4(b: &[u8], i: usize) -> Option<usize> {
     }
     // `2.1.3.4-beta` is a version.
     let prerelease = b.get(p) == Some(&b'-') && b.get(p + 1).is_some_and(u8::is_ascii_alphabetic);
-    (ends_cleanly(b, p) && !prerelease && !version_before(b, i)).then_some(p)
+    let heading = b.get(p) == Some(&b' ')
+        && b.get(p + 1).is_some_and(u8::is_ascii_uppercase)
+        && b.get(p + 2).is_some_and(u8::is_ascii_lowercase)
+        && !context_before(b, i, 40, NETWORK_WORDS);
+    (ends_cleanly(b, p) && !prerelease && !heading && !version_before(b, i)).then_some(p)
 }
+
+/// Words after which a dotted quad is a section number (`section
+/// 8.2.4.44`, `§ 7.1.1.1`).
+const SECTION_WORDS: &[&[u8]] = &[
+    b"section",
+    b"sections",
+    b"sec.",
+    b"sec",
+    b"\xc2\xa7",
+    b"chapter",
+    b"chapters",
+    b"clause",
+    b"paragraph",
+    b"para",
+    b"appendix",
+    b"annex",
+    b"rfc",
+    b"figure",
+    b"fig.",
+    b"table",
+    b"step",
+    b"item",
+    b"article",
+];
+
+/// Words (starts of words) that put a dotted quad in a network context.
+const NETWORK_WORDS: &[&[u8]] = &[
+    b"ip",
+    b"addr",
+    b"host",
+    b"client",
+    b"server",
+    b"peer",
+    b"remote",
+    b"local",
+    b"src",
+    b"dst",
+    b"dest",
+    b"gateway",
+    b"dns",
+    b"nameserver",
+    b"from",
+    b"via",
+    b"connect",
+    b"listen",
+    b"bind",
+    b"port",
+    b"inet",
+    b"route",
+    b"subnet",
+    b"netmask",
+    b"ping",
+    b"proxy",
+    b"upstream",
+    b"node",
+    b"lease",
+    b"dhcp",
+];
 
 /// Words after which a dotted quad is a version (`firmware 7.8.8.141`).
 const VERSION_WORDS: &[&[u8]] = &[
@@ -1717,6 +1835,8 @@ const VERSION_WORDS: &[&[u8]] = &[
     b"tag",
 ];
 
+/// Whether a version or section word ([`VERSION_WORDS`], [`SECTION_WORDS`])
+/// or an image name (`acme/api:`) comes right before `i`.
 fn version_before(b: &[u8], i: usize) -> bool {
     let mut k = i;
     while k > 0 && i - k < 4 && matches!(b[k - 1], b' ' | b':' | b'=' | b'"' | b'\'') {
@@ -1728,7 +1848,7 @@ fn version_before(b: &[u8], i: usize) -> bool {
     } else {
         0
     };
-    let word = VERSION_WORDS.iter().any(|w| {
+    let word = VERSION_WORDS.iter().chain(SECTION_WORDS).any(|w| {
         w[w.len() - 1] == last
             && k >= w.len()
             && b[k - w.len()..k].eq_ignore_ascii_case(w)
@@ -1766,6 +1886,20 @@ fn clock_time(b: &[u8], p: usize) -> bool {
         && digit(p + 1)
         && digit(p + 2)
         && (ends(p + 3) || (b[p + 3] == b':' && digit(p + 4) && digit(p + 5) && ends(p + 6)))
+}
+
+/// Whether another `:` follows the one at `p` after at most four hex
+/// digits. [`ipv6_at`] only finds an address at its first colon (a colon
+/// after another is turned away by its left boundary), and an address
+/// has two or more colons with at most four hex digits between: without
+/// this, `code: 200` and `d:` would each be read as far as they go.
+#[inline]
+fn colon_follows(b: &[u8], p: usize) -> bool {
+    let after = &b[p + 1..b.len().min(p + 6)];
+    after
+        .iter()
+        .position(|&c| !c.is_ascii_hexdigit())
+        .is_some_and(|k| after[k] == b':')
 }
 
 /// An IPv6 address around the `:` at `p`: the hex digits and colons (and
@@ -1913,31 +2047,39 @@ fn secret_names_ending_in(last: u8) -> &'static [(&'static [u8], NameKind)] {
 
 /// Which secret name ends at `end`, if any. The name must start a word:
 /// after a non-alphanumeric byte or at a camelCase hump.
+#[inline]
 fn secret_name(b: &[u8], end: usize) -> Option<NameKind> {
-    if end == 0 {
+    if end < 2 {
         return None;
     }
-    secret_names_ending_in(b[end - 1])
-        .iter()
-        .find_map(|&(word, kind)| {
-            let mut k = end;
-            let mut j = word.len();
-            while j > 0 {
-                let c = *b.get(k.wrapping_sub(1))?;
-                if c.to_ascii_lowercase() == word[j - 1] {
-                    j -= 1;
-                    k -= 1;
-                } else if matches!(c, b'_' | b'-') && j < word.len() && k >= 2 && b[k - 2] != c {
-                    k -= 1;
-                } else {
-                    return None;
-                }
+    let names = secret_names_ending_in(b[end - 1]);
+    // Runs for most JSON keys: the last two letters turn nearly all of
+    // them away, for every name at once.
+    let second_last = b[end - 2].to_ascii_lowercase();
+    if !matches!(second_last, b'_' | b'-')
+        && !names.iter().any(|(w, _)| w[w.len() - 2] == second_last)
+    {
+        return None;
+    }
+    names.iter().find_map(|&(word, kind)| {
+        let mut k = end;
+        let mut j = word.len();
+        while j > 0 {
+            let c = *b.get(k.wrapping_sub(1))?;
+            if c.to_ascii_lowercase() == word[j - 1] {
+                j -= 1;
+                k -= 1;
+            } else if matches!(c, b'_' | b'-') && j < word.len() && k >= 2 && b[k - 2] != c {
+                k -= 1;
+            } else {
+                return None;
             }
-            let boundary = k == 0
-                || !b[k - 1].is_ascii_alphanumeric()
-                || (b[k - 1].is_ascii_lowercase() && b[k].is_ascii_uppercase());
-            boundary.then_some(kind)
-        })
+        }
+        let boundary = k == 0
+            || !b[k - 1].is_ascii_alphanumeric()
+            || (b[k - 1].is_ascii_lowercase() && b[k].is_ascii_uppercase());
+        boundary.then_some(kind)
+    })
 }
 
 /// At most this many bytes of a value are masked as one secret.
@@ -2041,6 +2183,54 @@ fn is_placeholder(v: &str) -> bool {
         || ["process.env", "os.environ", "os.getenv", "env(", "getenv("]
             .iter()
             .any(|p| t.starts_with(p))
+}
+
+/// Whether the unquoted value `b[vs..ve]` after a secret's name is code,
+/// not a literal: a call or an index (`os.getcwd()`, `tokens[0]`), an
+/// attribute (`self.token`, `args.password`), an operand (`passwd + x`)
+/// or a type (`password: str = …`). A secret written in code is a string
+/// literal, which is quoted; the unquoted values of config files
+/// (`PASSWORD=hunter2`, `api_key: 8f3a…`) have none of these shapes. A
+/// value of two dotted words is taken for an attribute only when its
+/// first word is lowercase letters (`self`, `os`, `config`), so a
+/// password such as `Hunter2.x` stays one.
+fn is_code(b: &[u8], vs: usize, ve: usize) -> bool {
+    let v = &b[vs..ve];
+    let ident = |s: &[u8]| {
+        s.first()
+            .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
+            && s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
+    };
+    // A dotted path of identifiers, maybe called or indexed.
+    let path_end = v
+        .iter()
+        .position(|&c| matches!(c, b'(' | b'['))
+        .unwrap_or(v.len());
+    let path = &v[..path_end];
+    if !path.split(|&c| c == b'.').all(ident) {
+        return false;
+    }
+    let called = path_end < v.len();
+    let receiver = path.split(|&c| c == b'.').next().unwrap_or_default();
+    let attribute = receiver.len() < path.len()
+        && receiver
+            .iter()
+            .all(|&c| c.is_ascii_lowercase() || c == b'_');
+    // What follows the blank that ended the value: an operator, or the
+    // `=` after a type annotation.
+    let mut k = ve;
+    while k < b.len() && k - ve < 4 && matches!(b[k], b' ' | b'\t') {
+        k += 1;
+    }
+    let after = |d: usize| b.get(k + d).copied().unwrap_or(b'\n');
+    let operator = k > ve
+        && matches!(
+            after(0),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'|' | b'&' | b'^' | b'='
+        )
+        && matches!(after(1), b' ' | b'\t' | b'=')
+        && !(after(0) == b'=' && after(1) == b'=');
+    called || attribute || operator
 }
 
 /// Whether a value looks like a key rather than a word: eight or more

@@ -33,21 +33,48 @@ pub fn find_names(text: &str, out: &mut Vec<(usize, usize)>) {
         while mask != 0 {
             let at = base + (mask.trailing_zeros() / 8) as usize;
             mask &= mask - 1;
-            if at < resume || !starts_word(text, at) {
-                continue;
+            if let Some(name) = name_from(text, at, &mut resume) {
+                out.push(name);
             }
-            let Some(word) = cap_word(text, at) else {
-                continue;
-            };
-            resume = match name_at(text, word) {
-                Some(end) => {
-                    out.push((word.start, end));
-                    end
-                }
-                None => word.end,
-            };
         }
         base += 8;
+    }
+}
+
+/// Whether byte `b` may start a capitalised word: an ASCII capital or the
+/// lead byte of a multi-byte char. The scanner marks these (when not right
+/// after an ASCII letter or digit) in its own prefilter pass and hands each
+/// mark to [`name_from`], so a scan with `person` on still reads the text
+/// once.
+pub(super) fn may_start_name(b: u8) -> bool {
+    b.is_ascii_uppercase() || b >= 0xC0
+}
+
+/// Whether byte `b` may follow the first byte of a capitalised word: a
+/// capital followed by anything else (another capital, a digit, a blank)
+/// starts no word [`cap_word`] takes, unless it is a multi-byte char.
+pub(super) fn may_follow_capital(b: u8) -> bool {
+    b.is_ascii_lowercase() || b >= 0x80 || matches!(b, b'\'' | b'-')
+}
+
+/// The name starting at the candidate `at`, if any; the candidates must
+/// come in increasing order, with `resume` (0 at first) carried from one
+/// to the next: a candidate before it is inside a word or name already
+/// seen.
+pub(super) fn name_from(text: &str, at: usize, resume: &mut usize) -> Option<(usize, usize)> {
+    if at < *resume || !starts_word(text, at) {
+        return None;
+    }
+    let word = cap_word(text, at)?;
+    match name_at(text, word) {
+        Some(end) => {
+            *resume = end;
+            Some((word.start, end))
+        }
+        None => {
+            *resume = word.end;
+            None
+        }
     }
 }
 
@@ -135,63 +162,69 @@ fn name_at(text: &str, first: Word) -> Option<usize> {
 }
 
 fn is_first_name(word: &str) -> bool {
-    if contains(FIRST_NAMES, &FIRST_KEYS, word) {
+    if contains(FIRST_NAMES, &FIRST_SLOTS, word) {
         return true;
     }
     // A compound first name (`Jean-Luc`, `Anna-Lena`) counts by its first part.
     match word.split_once('-') {
-        Some((head, _)) => contains(FIRST_NAMES, &FIRST_KEYS, head),
+        Some((head, _)) => contains(FIRST_NAMES, &FIRST_SLOTS, head),
         None => false,
     }
 }
 
 fn is_stop(word: &str) -> bool {
-    contains(STOP_WORDS, &STOP_KEYS, word)
+    contains(STOP_WORDS, &STOP_SLOTS, word)
 }
 
-/// Whether sorted `words` holds `word`, searching their `prefix_key`s
-/// (integer compares instead of string compares, this runs per
-/// capitalised word).
-fn contains(words: &[&str], keys: &[u64], word: &str) -> bool {
-    let key = prefix_key(word);
-    let mut i = keys.partition_point(|&k| k < key);
-    while i < keys.len() && keys[i] == key {
-        if words[i] == word {
-            return true;
+/// Slots of the hash tables of the dictionaries: a power of two, at least
+/// twice the words, so most lookups compare one word or none (this runs
+/// per capitalised word; a binary search mispredicted its way down).
+const SLOTS: usize = 2048;
+
+/// Whether `words` holds `word`, looked up in `slots`, its hash table
+/// ([`word_slots`]).
+fn contains(words: &[&str], slots: &[u16; SLOTS], word: &str) -> bool {
+    let mut at = slot_of(word.as_bytes());
+    loop {
+        match slots[at] {
+            0 => return false,
+            k if words[usize::from(k) - 1] == word => return true,
+            _ => at = (at + 1) % SLOTS,
         }
-        i += 1;
     }
-    false
 }
 
-/// The first 8 bytes of `word`, big-endian, zero-padded: sorting words by
-/// bytes sorts their keys too.
-const fn prefix_key(word: &str) -> u64 {
-    let bytes = word.as_bytes();
-    let mut key = 0;
+/// The home slot of a word: a multiplicative hash of its first 8 bytes
+/// and its length.
+const fn slot_of(word: &[u8]) -> usize {
+    let mut key = (word.len() as u64) << 59;
     let mut i = 0;
-    while i < 8 {
-        key <<= 8;
-        if i < bytes.len() {
-            key |= bytes[i] as u64;
+    while i < 8 && i < word.len() {
+        key ^= (word[i] as u64) << (8 * i);
+        i += 1;
+    }
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// An open-addressing hash table of `words` (linear probing): each slot
+/// holds a word's index plus one, or 0 when empty.
+const fn word_slots(words: &[&str]) -> [u16; SLOTS] {
+    assert!(2 * words.len() <= SLOTS && words.len() < u16::MAX as usize);
+    let mut slots = [0u16; SLOTS];
+    let mut i = 0;
+    while i < words.len() {
+        let mut at = slot_of(words[i].as_bytes());
+        while slots[at] != 0 {
+            at = (at + 1) % SLOTS;
         }
+        slots[at] = i as u16 + 1;
         i += 1;
     }
-    key
+    slots
 }
 
-const fn prefix_keys<const N: usize>(words: &[&str]) -> [u64; N] {
-    let mut keys = [0; N];
-    let mut i = 0;
-    while i < N {
-        keys[i] = prefix_key(words[i]);
-        i += 1;
-    }
-    keys
-}
-
-const FIRST_KEYS: [u64; FIRST_NAMES.len()] = prefix_keys(FIRST_NAMES);
-const STOP_KEYS: [u64; STOP_WORDS.len()] = prefix_keys(STOP_WORDS);
+const FIRST_SLOTS: [u16; SLOTS] = word_slots(FIRST_NAMES);
+const STOP_SLOTS: [u16; SLOTS] = word_slots(STOP_WORDS);
 
 /// After a first word ending at `pos`: an optional middle initial (`F.`),
 /// up to three particles (`van`, `de la`), a surname, and optionally one
@@ -450,7 +483,8 @@ impl CueWord {
     }
 }
 
-/// Common first names, sorted by bytes (checked by a test).
+/// Common first names, sorted by bytes (checked by a test, which keeps
+/// the list easy to edit; lookups go through [`FIRST_SLOTS`]).
 #[rustfmt::skip]
 const FIRST_NAMES: &[&str] = &[
     "Aarav", "Aaron", "Abebe", "Abena", "Abigail", "Adam", "Adebayo", "Aditya", "Agnieszka",
@@ -601,6 +635,26 @@ mod tests {
         assert!(FIRST_NAMES.windows(2).all(|w| w[0] < w[1]));
         assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
         assert!(PARTICLES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn dictionary_lookups_find_every_word_and_nothing_else() {
+        for (words, slots) in [(FIRST_NAMES, &FIRST_SLOTS), (STOP_WORDS, &STOP_SLOTS)] {
+            for w in words {
+                assert!(contains(words, slots, w), "{w}");
+                // A longer word with the same 8-byte prefix, a prefix, a
+                // lowercase copy.
+                assert!(!contains(words, slots, &format!("{w}zz")), "{w}zz");
+                let shorter = &w[..w.char_indices().last().map_or(0, |(i, _)| i)];
+                assert_eq!(contains(words, slots, shorter), words.contains(&shorter));
+                let lower = w.to_lowercase();
+                assert_eq!(
+                    contains(words, slots, &lower),
+                    words.contains(&lower.as_str())
+                );
+            }
+            assert!(!contains(words, slots, ""));
+        }
     }
 
     #[test]
