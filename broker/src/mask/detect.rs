@@ -1006,17 +1006,35 @@ impl Scan<'_, '_> {
         while k > 0 && p - k < 8 && matches!(b[k - 1], b' ' | b'\t') {
             k -= 1;
         }
-        if k > 0 && matches!(b[k - 1], b'"' | b'\'' | b'`') {
+        let closed = k > 0 && matches!(b[k - 1], b'"' | b'\'' | b'`');
+        if closed {
             k -= 1;
             if k > 0 && b[k - 1] == b'\\' {
                 k -= 1;
             }
         }
         let kind = secret_name(b, k)?;
+        // The identifier that ends with the name (`_pwd` of `self._pwd`).
+        let ident_start = || {
+            k - b[..k]
+                .iter()
+                .rev()
+                .take(64)
+                .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+                .count()
+        };
 
         let mut v = sep_end;
         while v < len && v - sep_end < 8 && matches!(b[v], b' ' | b'\t') {
             v += 1;
+        }
+        // `'Password: '`: the separator is inside a string that the quote
+        // after it closes (a prompt), not between a name and a value.
+        if !closed && matches!(b.get(v), Some(b'"' | b'\'' | b'`')) {
+            let open = ident_start().checked_sub(1).map(|q| b[q]);
+            if b.get(v).copied() == open {
+                return None;
+            }
         }
         let (mut vs, mut ve, quoted) = value_at(b, v)?;
         if kind == NameKind::Authorization {
@@ -1033,7 +1051,7 @@ impl Scan<'_, '_> {
             }
         }
         let value = &self.text[vs..ve];
-        if value.is_empty() || is_placeholder(value) || (!quoted && is_code(b, vs, ve)) {
+        if value.is_empty() || is_placeholder(value) {
             return None;
         }
         let ok = match kind {
@@ -1046,7 +1064,10 @@ impl Scan<'_, '_> {
             }
             NameKind::Key | NameKind::Authorization => is_key_like(value),
         };
-        if ok {
+        // Code assigns from calls, attributes and expressions; a secret
+        // in code is a quoted literal.
+        let code = || !quoted && is_code(b, vs, ve, &b[ident_start()..k]);
+        if ok && !code() {
             self.push(vs, ve, Detector::Secret);
         }
         Some(())
@@ -1625,8 +1646,9 @@ impl Groups {
         (0..k).map(|j| self.len(j)).sum()
     }
 
-    /// `2026-11-24`, `24.11.2026`, a decimal number (`3.14159265`), or
-    /// dotted parts (`192.168.1.10`, `1.3.6.1.2.1`).
+    /// `2026-11-24`, `24.11.2026`, a decimal number (`3.14159265`),
+    /// dotted parts (`192.168.1.10`, `1.3.6.1.2.1`), or a range of years
+    /// (`2017-2022`, `1999 - 2004`).
     fn not_a_phone(&self, b: &[u8]) -> bool {
         let lens = |a: usize, c: usize, d: usize| {
             self.n >= 3 && self.len(0) == a && self.len(1) == c && self.len(2) == d
@@ -1635,7 +1657,20 @@ impl Groups {
             && self.sep(b, 0) == self.sep(b, 1)
             && matches!(self.sep(b, 0), b"-" | b".");
         let dotted = self.n >= 2 && (0..self.n - 1).all(|k| self.sep(b, k) == b".");
-        date || (dotted && (self.n == 2 || self.n >= 4))
+        let year = |k: usize| {
+            let digits = &b[self.start[k]..self.end[k]];
+            digits.len() == 4 && matches!(digits, [b'1', b'9', ..] | [b'2', b'0', ..])
+        };
+        let years = self.n >= 2
+            && (0..self.n).all(year)
+            && (0..self.n - 1).all(|k| {
+                let (this, next) = (
+                    self.start[k]..self.end[k],
+                    self.start[k + 1]..self.end[k + 1],
+                );
+                self.sep(b, k).contains(&b'-') && b[this] <= b[next]
+            });
+        date || years || (dotted && (self.n == 2 || self.n >= 4))
     }
 }
 
@@ -1647,6 +1682,10 @@ fn phone(b: &[u8], i: usize) -> Option<(usize, usize)> {
     let all_end = g.end[g.n - 1];
     let total = g.digits(g.n);
     let plus = i >= 1 && b[i - 1] == b'+' && (i < 2 || !b[i - 2].is_ascii_alphanumeric());
+    if plus && b[i] == b'0' {
+        // No country code starts with 0 (`+000000120` is a format).
+        return None;
+    }
     if plus {
         let ok = (7..=15).contains(&total) && !g.not_a_phone(b) && ends_cleanly(b, all_end);
         return ok.then_some((i - 1, all_end));
@@ -1839,7 +1878,8 @@ const VERSION_WORDS: &[&[u8]] = &[
 /// or an image name (`acme/api:`) comes right before `i`.
 fn version_before(b: &[u8], i: usize) -> bool {
     let mut k = i;
-    while k > 0 && i - k < 4 && matches!(b[k - 1], b' ' | b':' | b'=' | b'"' | b'\'') {
+    // Back over `":= ` and the `_` of `__version__ = "`.
+    while k > 0 && i - k < 6 && matches!(b[k - 1], b' ' | b':' | b'=' | b'"' | b'\'' | b'_') {
         k -= 1;
     }
     // Compared only when the last byte matches (most IPs follow `ip=`).
@@ -1848,12 +1888,13 @@ fn version_before(b: &[u8], i: usize) -> bool {
     } else {
         0
     };
-    let word = VERSION_WORDS.iter().chain(SECTION_WORDS).any(|w| {
+    let ends_with = |w: &&[u8]| {
         w[w.len() - 1] == last
             && k >= w.len()
             && b[k - w.len()..k].eq_ignore_ascii_case(w)
             && (k == w.len() || !b[k - w.len() - 1].is_ascii_alphabetic())
-    });
+    };
+    let word = VERSION_WORDS.iter().any(ends_with) || SECTION_WORDS.iter().any(ends_with);
     // An image tag: `acme/api:8.14.14.1`.
     let tag = i > 0 && b[i - 1] == b':' && {
         let from = i
@@ -2049,37 +2090,75 @@ fn secret_names_ending_in(last: u8) -> &'static [(&'static [u8], NameKind)] {
 /// after a non-alphanumeric byte or at a camelCase hump.
 #[inline]
 fn secret_name(b: &[u8], end: usize) -> Option<NameKind> {
-    if end < 2 {
-        return None;
-    }
-    let names = secret_names_ending_in(b[end - 1]);
     // Runs for most JSON keys: the last two letters turn nearly all of
-    // them away, for every name at once.
-    let second_last = b[end - 2].to_ascii_lowercase();
-    if !matches!(second_last, b'_' | b'-')
-        && !names.iter().any(|(w, _)| w[w.len() - 2] == second_last)
+    // them away, for every name at once, through two tables.
+    if end < 2
+        || NAME_LAST[usize::from(b[end - 1])] & NAME_SECOND_LAST[usize::from(b[end - 2])] == 0
     {
         return None;
     }
-    names.iter().find_map(|&(word, kind)| {
-        let mut k = end;
-        let mut j = word.len();
-        while j > 0 {
-            let c = *b.get(k.wrapping_sub(1))?;
-            if c.to_ascii_lowercase() == word[j - 1] {
-                j -= 1;
-                k -= 1;
-            } else if matches!(c, b'_' | b'-') && j < word.len() && k >= 2 && b[k - 2] != c {
-                k -= 1;
-            } else {
-                return None;
+    secret_names_ending_in(b[end - 1])
+        .iter()
+        .find_map(|&(word, kind)| {
+            let mut k = end;
+            let mut j = word.len();
+            while j > 0 {
+                let c = *b.get(k.wrapping_sub(1))?;
+                if c.to_ascii_lowercase() == word[j - 1] {
+                    j -= 1;
+                    k -= 1;
+                } else if matches!(c, b'_' | b'-') && j < word.len() && k >= 2 && b[k - 2] != c {
+                    k -= 1;
+                } else {
+                    return None;
+                }
             }
-        }
-        let boundary = k == 0
-            || !b[k - 1].is_ascii_alphanumeric()
-            || (b[k - 1].is_ascii_lowercase() && b[k].is_ascii_uppercase());
-        boundary.then_some(kind)
-    })
+            let boundary = k == 0
+                || !b[k - 1].is_ascii_alphanumeric()
+                || (b[k - 1].is_ascii_lowercase() && b[k].is_ascii_uppercase());
+            boundary.then_some(kind)
+        })
+}
+
+/// Every name of [`secret_names_ending_in`] (checked by a test).
+const SECRET_NAMES: [&[u8]; 11] = [
+    b"password",
+    b"passwd",
+    b"pwd",
+    b"passphrase",
+    b"secret",
+    b"token",
+    b"authorization",
+    b"apikey",
+    b"accesskey",
+    b"secretkey",
+    b"privatekey",
+];
+
+/// Per byte, the secret names (bit `k` for `SECRET_NAMES[k]`) that end in
+/// it, in either case.
+const NAME_LAST: [u16; 256] = name_letter_table(1);
+
+/// Per byte, the secret names whose second-last letter it is, in either
+/// case; every name for `_` and `-`, which may separate a name's words.
+const NAME_SECOND_LAST: [u16; 256] = {
+    let mut t = name_letter_table(2);
+    t[b'_' as usize] = u16::MAX;
+    t[b'-' as usize] = u16::MAX;
+    t
+};
+
+const fn name_letter_table(from_end: usize) -> [u16; 256] {
+    let mut t = [0u16; 256];
+    let mut k = 0;
+    while k < SECRET_NAMES.len() {
+        let name = SECRET_NAMES[k];
+        let c = name[name.len() - from_end];
+        t[c as usize] |= 1 << k;
+        t[c.to_ascii_uppercase() as usize] |= 1 << k;
+        k += 1;
+    }
+    t
 }
 
 /// At most this many bytes of a value are masked as one secret.
@@ -2151,6 +2230,9 @@ fn is_placeholder(v: &str) -> bool {
         "password",
         "string",
         "<string>",
+        "%s",
+        "%r",
+        "%d",
     ];
     let t = v.trim();
     let wrapped = |open: &str, close: &str| t.starts_with(open) && t.ends_with(close);
@@ -2185,37 +2267,94 @@ fn is_placeholder(v: &str) -> bool {
             .any(|p| t.starts_with(p))
 }
 
-/// Whether the unquoted value `b[vs..ve]` after a secret's name is code,
-/// not a literal: a call or an index (`os.getcwd()`, `tokens[0]`), an
-/// attribute (`self.token`, `args.password`), an operand (`passwd + x`)
-/// or a type (`password: str = …`). A secret written in code is a string
-/// literal, which is quoted; the unquoted values of config files
-/// (`PASSWORD=hunter2`, `api_key: 8f3a…`) have none of these shapes. A
-/// value of two dotted words is taken for an attribute only when its
-/// first word is lowercase letters (`self`, `os`, `config`), so a
-/// password such as `Hunter2.x` stays one.
-fn is_code(b: &[u8], vs: usize, ve: usize) -> bool {
+/// Whether the unquoted value `b[vs..ve]` after a secret's name (the
+/// identifier `name`) is code, not a literal: a call or an index
+/// (`os.getcwd()`, `f(x, y)`, `tokens[0]`), a parenthesised expression,
+/// an attribute (`self.token`, `Name.Function`), an operand (`passwd +
+/// x`), a type (`password: str = …`, `token: bytes,`), a variable
+/// (`$parser->`, `self._pwd = pwd`, `password = url_user_password`). A
+/// secret written in code is a string literal, which is quoted; the
+/// unquoted values of config files (`PASSWORD=hunter2`, `api_key:
+/// 8f3a…`) have none of these shapes. Dotted words are taken for an
+/// attribute only when the first is lowercase letters (`self`, `os`,
+/// `config`) or all are capitalised words, so a password such as
+/// `Hunter2.x` or a key such as `TuwsjBTyJr.HMfbtFdDAU` stays one.
+fn is_code(b: &[u8], vs: usize, ve: usize, name: &[u8]) -> bool {
     let v = &b[vs..ve];
-    let ident = |s: &[u8]| {
-        s.first()
-            .is_some_and(|&c| c.is_ascii_alphabetic() || c == b'_')
-            && s.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_')
-    };
-    // A dotted path of identifiers, maybe called or indexed.
-    let path_end = v
-        .iter()
-        .position(|&c| matches!(c, b'(' | b'['))
-        .unwrap_or(v.len());
-    let path = &v[..path_end];
-    if !path.split(|&c| c == b'.').all(ident) {
+    // Code is short; long values (a JWT after `token=`) are not read.
+    if v.len() > 128 {
         return false;
     }
-    let called = path_end < v.len();
-    let receiver = path.split(|&c| c == b'.').next().unwrap_or_default();
-    let attribute = receiver.len() < path.len()
-        && receiver
+    if matches!(v, [b'(' | b'[', ..] | b"{") {
+        return true;
+    }
+    // `$password`, `$parser->get`: a shell, Perl or PHP variable.
+    if let [b'$', rest @ ..] = v {
+        let ident = rest
             .iter()
-            .all(|&c| c.is_ascii_lowercase() || c == b'_');
+            .take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_')
+            .count();
+        let after = rest.get(ident).copied().or(b.get(ve).copied());
+        return ident > 0
+            && rest[0].is_ascii_lowercase()
+            && (ident == rest.len() || after == Some(b'-'));
+    }
+    // A dotted path of identifiers, maybe called or indexed: one pass
+    // that stops at the first byte that cannot be in one.
+    let mut path_end = v.len();
+    let mut receiver_end = v.len();
+    let mut segment_start = true;
+    for (n, &c) in v.iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => segment_start = false,
+            b'0'..=b'9' | b'.' | b'(' | b'[' if segment_start => return false,
+            b'0'..=b'9' => {}
+            b'.' => {
+                segment_start = true;
+                receiver_end = receiver_end.min(n);
+            }
+            b'(' | b'[' => {
+                path_end = n;
+                break;
+            }
+            _ => return false,
+        }
+    }
+    if segment_start {
+        return false;
+    }
+    // The value stops at a closing bracket, a quote or a comma: `f()`,
+    // `f(x)`, `a[0]`, `f("x")`, `f(x, y)` (not `pa55(word`).
+    let called = path_end < v.len()
+        && (matches!(v.last(), Some(b'(' | b'['))
+            || matches!(b.get(ve), Some(b')' | b']' | b',' | b'"' | b'\'')));
+    let same_as_name = v.len() >= 3
+        && name.len() >= v.len()
+        && name[name.len() - v.len()..].eq_ignore_ascii_case(v);
+    // `Name.Builtin.Pseudo`: capitalised words (a key such as
+    // `TuwsjBTyJr.HMfbtFdDAU` has capitals inside its parts).
+    let capitalised = |w: &[u8]| {
+        w.len() >= 2 && w[0].is_ascii_uppercase() && w[1..].iter().all(u8::is_ascii_lowercase)
+    };
+    let attribute = receiver_end < path_end
+        && (v[..receiver_end]
+            .iter()
+            .all(|&c| c.is_ascii_lowercase() || c == b'_')
+            || v[..path_end].split(|&c| c == b'.').all(capitalised));
+    // A type (`token: bytes,`), or a snake_case variable named for a
+    // secret (`password_mgr`).
+    let next = b.get(ve).copied().unwrap_or(b'\n');
+    let type_name = matches!(next, b',' | b')' | b'=' | b'\n' | b'\r')
+        && matches!(
+            v,
+            b"str" | b"bytes" | b"bytearray" | b"int" | b"bool" | b"float" | b"object" | b"Any"
+        );
+    let snake_case = v
+        .iter()
+        .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    let variable = snake_case
+        && v.contains(&b'_')
+        && v.split(|&c| c == b'_').any(|w| SECRET_NAMES.contains(&w));
     // What follows the blank that ended the value: an operator, or the
     // `=` after a type annotation.
     let mut k = ve;
@@ -2230,7 +2369,7 @@ fn is_code(b: &[u8], vs: usize, ve: usize) -> bool {
         )
         && matches!(after(1), b' ' | b'\t' | b'=')
         && !(after(0) == b'=' && after(1) == b'=');
-    called || attribute || operator
+    called || attribute || operator || same_as_name || type_name || variable
 }
 
 /// Whether a value looks like a key rather than a word: eight or more
@@ -2721,6 +2860,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn phone_rejects_year_ranges() {
+        for t in [
+            "Copyright 2017-2022 Example Ltd",
+            "Copyright (c) 1999-2004, 2007-2012 The Authors",
+            "call us 2017 - 2022",
+            "phone 1999-2004-2010",
+            "tel. +2017-2022",
+            "in the form '+000000120'",
+        ] {
+            none(Detector::Phone, t);
+        }
+        // Not a range: a number with a context word.
+        one(Detector::Phone, "phone 2022-2017", "2022-2017");
+        one(Detector::Phone, "tel 5550-1324", "5550-1324");
+        one(Detector::Phone, "phone 2017 2022", "2017 2022");
+    }
+
     // ----- IP addresses ---------------------------------------------------
 
     #[test]
@@ -2743,10 +2900,46 @@ mod tests {
             "build 6.6.4.233 took 7m",
             "docker run acme/api:8.14.14.1",
             "version=1.2.3.4",
+            "__version__ = \"0.5.1.2\"",
+            "VERSION_ = 1.2.3.4",
         ] {
             none(Detector::Ipv4, t);
         }
         one(Detector::Ipv4, "inet addr:10.0.0.7", "10.0.0.7");
+    }
+
+    #[test]
+    fn ipv4_skips_section_numbers_and_headings() {
+        for t in [
+            r#"the HTML5 specs sections "8.2.4.44 Bogus comment state""#,
+            "the HTML 5 spec, section 8.1.2.2, doesn't allow spaces",
+            "see § 7.1.1.1 and §7.1.1.2",
+            "per RFC 1.2.3.4",
+            "Chapter 10.2.3.4",
+            r#"and "8.2.4.45 Markup declaration open state""#,
+            "8.2.4.45 Markup declaration open state",
+        ] {
+            none(Detector::Ipv4, t);
+        }
+        // Real addresses in logs, prose and data stay found.
+        for (t, ip) in [
+            ("client 10.0.0.7 connected", "10.0.0.7"),
+            (
+                "Accepted password for root from 10.0.0.7 port 22 ssh2",
+                "10.0.0.7",
+            ),
+            ("Connection from 10.0.0.7 Port 22", "10.0.0.7"),
+            (
+                r#"10.0.0.7 - - [17/Jul/2024:10:00:00] "GET / HTTP/1.1""#,
+                "10.0.0.7",
+            ),
+            ("host 10.0.0.7 Is down", "10.0.0.7"),
+            ("10.0.0.7 is unreachable", "10.0.0.7"),
+            ("the server at 192.168.1.10 Returned 500", "192.168.1.10"),
+            (r#"{"ip": "10.0.0.7", "section": 4}"#, "10.0.0.7"),
+        ] {
+            one(Detector::Ipv4, t, ip);
+        }
     }
 
     #[test]
@@ -3060,6 +3253,91 @@ mod tests {
         }
     }
 
+    #[test]
+    fn secret_name_tables_match_the_names() {
+        let mut listed: Vec<&[u8]> = (0..=255u8)
+            .flat_map(|c| secret_names_ending_in(c).iter().map(|&(w, _)| w))
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let mut all = SECRET_NAMES.to_vec();
+        all.sort_unstable();
+        assert_eq!(listed, all);
+        // The tables pass a pair of bytes when a name ending in that pair
+        // (or in a separator and a last letter) may end there.
+        for last in 0..=255u8 {
+            for second in 0..=255u8 {
+                let want = secret_names_ending_in(last).iter().any(|(w, _)| {
+                    w[w.len() - 1] == last.to_ascii_lowercase()
+                        && (matches!(second, b'_' | b'-')
+                            || w[w.len() - 2] == second.to_ascii_lowercase())
+                });
+                let got = NAME_LAST[usize::from(last)] & NAME_SECOND_LAST[usize::from(second)] != 0;
+                assert_eq!(got, want, "{last:#x} {second:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn secret_skips_code_but_not_literals() {
+        for t in [
+            "pwd = os.getcwd()",
+            "passwd = passwd + x",
+            "password = getpass.getpass()",
+            "token = self._next()",
+            "    token = tokens[0]",
+            "api_key = settings.api_key",
+            "secret = self.secretValue",
+            "password: str = \"x\"",
+            "password: Optional[str] = None",
+            "token = token_bytes(32)",
+            "authorization = request.headers.get(\"Authorization\")",
+            "apiKey = config.apiKeyV2;",
+            "passwd = passwd * 2",
+            "token = Name.Function",
+            "def f(self, token: bytes, ttl: int):",
+            "password: str)",
+            "while (my $token = $parser->get_token) {",
+            "PASSWORD=$db_password",
+            "username, password = url_user_password",
+            "self.passwd = password_mgr",
+            "passwd = fallback_getpass(prompt, stream)",
+            "self._pwd = pwd",
+            "pwd = (self.password.encode('utf-8'))",
+            "self.passwd = {}",
+            "passwd = getpass.getpass('Password: ')",
+            "def unix_getpass(prompt='Password: ', stream=None):",
+            "\"Authorization: \" + token",
+            "[pypi]\nusername:%s\npassword:%s\n",
+        ] {
+            none(Detector::Secret, t);
+        }
+        for (t, want) in [
+            ("password = \"hunter2\"", "hunter2"),
+            ("PASSWORD=hunter2", "hunter2"),
+            ("password = hunter2", "hunter2"),
+            ("api_key: 8f3a9c2e71d04b5a", "8f3a9c2e71d04b5a"),
+            ("token = 'a8F5f167f44F'  # from the vault", "a8F5f167f44F"),
+            ("password=Hunter2.x", "Hunter2.x"),
+            ("password = \"os.getcwd()\"", "os.getcwd()"),
+            ("passwd: pa55(word", "pa55(word"),
+            ("password: hunter2 -- rotated monthly", "hunter2"),
+            ("{'password': 'pwd'}", "pwd"),
+            ("password=Summer2024.x", "Summer2024.x"),
+            ("api_key=TuwsjBTyJr.HMfbtFdDAU", "TuwsjBTyJr.HMfbtFdDAU"),
+            ("password: $Ecret_42", "$Ecret_42"),
+            ("password: my_pass_42", "my_pass_42"),
+            ("password: string_cheese", "string_cheese"),
+            (
+                "password=whsec_EryLfErrioPWDln4j6xs8q3",
+                "whsec_EryLfErrioPWDln4j6xs8q3",
+            ),
+            ("'password: hunter2'", "hunter2"),
+        ] {
+            one(Detector::Secret, t, want);
+        }
+    }
+
     // ----- overlaps -------------------------------------------------------
 
     #[test]
@@ -3222,6 +3500,34 @@ mod tests {
             assert_eq!(found(Detector::Card, &split), ["4111111111111111"]);
             let later = format!("{}2024-07-17 4111111111111111", "x".repeat(pad));
             assert_eq!(found(Detector::Card, &later), ["4111111111111111"]);
+        }
+    }
+
+    #[test]
+    fn person_names_come_from_the_same_pass() {
+        // The scanner marks name starts in its prefilter; what it finds
+        // must be what `find_names` finds on its own, wherever the blocks
+        // fall and whatever the byte before a block is.
+        let text = "Dear Anna, Maria Garcia (maria@example.com) and Dr. Okafor \
+                    met Sergei Petrov—merci, Zoë Ærøskøbing; O'Brien-McAllister \
+                    wrote to Jean-Luc Picard. GitHub, ASCII, The End. \
+                    customer: Bartholomew Quist _Xavier Yang x_Ana Lopez";
+        for pad in 0..70 {
+            for fill in [" ", "x", "é", "_"] {
+                let padded = format!("{}{text}", fill.repeat(pad));
+                let mut names = Vec::new();
+                super::super::names::find_names(&padded, &mut names);
+                let want: Vec<(Detector, String)> = names
+                    .iter()
+                    .map(|&(s, e)| (Detector::Person, padded[s..e].to_owned()))
+                    .collect();
+                assert!(want.len() >= 6, "{want:?}");
+                assert_eq!(
+                    scan_with(&[Detector::Person], &padded),
+                    want,
+                    "{pad} {fill:?}"
+                );
+            }
         }
     }
 
