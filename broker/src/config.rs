@@ -62,6 +62,10 @@ pub struct Config {
     /// [`crate::mask`]). None: every default detector, for everyone.
     #[serde(default)]
     pub masking: crate::mask::MaskingSection,
+    /// How sessions are recorded (see [`crate::record`]). None: every
+    /// event synced before its message goes on, fail closed, kept forever.
+    #[serde(default)]
+    pub recording: crate::record::RecordingSection,
     /// Where the file was read from; relative paths in it are relative to
     /// its folder.
     #[serde(skip)]
@@ -146,6 +150,10 @@ pub struct Role {
     /// The longest access grant this role may ask for.
     #[serde(default = "default_max_access", with = "humantime_serde")]
     pub max_access_duration: Duration,
+    /// Members may list, replay, verify and export every session's
+    /// record, not only their own (auditors, admins).
+    #[serde(default)]
+    pub audit: bool,
 }
 
 /// `[approvals]`.
@@ -466,6 +474,7 @@ impl Config {
             path: self.path.clone(),
             message,
         };
+        self.recording.check().map_err(invalid)?;
         for (name, role) in &self.roles {
             let lists = [
                 ("servers", &role.servers),

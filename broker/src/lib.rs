@@ -18,6 +18,9 @@
 //!   are allowed, denied or held for approval (CEL conditions on arguments).
 //! - [`mask`]: sensitive values in what servers return (cards, ids,
 //!   contact details, keys and tokens), found in one pass and replaced.
+//! - [`record`]: the tamper-evident session record (hash chain, signed
+//!   checkpoints and seals, cross-session index), written before each
+//!   message goes on.
 //! - [`proxy`]: the relay, a pipeline of stages between tunnel and upstream.
 //! - [`serve`]: wires the above together and shuts them down.
 //! - [`init`], [`users`], [`quickstart`], [`demo_server`]: admin commands.
@@ -36,6 +39,7 @@ pub mod oidc;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;
+pub mod record;
 pub mod serve;
 pub mod session;
 pub mod store;

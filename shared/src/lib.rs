@@ -11,6 +11,7 @@
 //! - [`approval`]: approval requests (held calls, just-in-time access) and
 //!   the digest that binds an approval to one call's arguments.
 //! - [`event`]: decision events (allow, deny, hold, approve, ...).
+//! - [`record`]: the session record's events and index entries.
 //!
 //! **Invariant:** this crate does no I/O: no files, no sockets, no clock,
 //! no randomness, no tokio. Everything here is a pure function of its input.
@@ -23,4 +24,5 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;
 pub mod names;
+pub mod record;
 pub mod secret;
