@@ -19,6 +19,7 @@
 //!
 //! [`digest`]: mcpgate_shared::approval::digest
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mcpgate_shared::approval::{
@@ -85,6 +86,8 @@ pub struct Approvals {
     version: watch::Sender<u64>,
     webhooks: Webhooks,
     timeout: Duration,
+    /// Decisions about a recorded session go into its record.
+    recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 impl std::fmt::Debug for Approvals {
@@ -108,7 +111,16 @@ impl Approvals {
             version: watch::Sender::new(start),
             webhooks,
             timeout,
+            recorder: None,
         }
+    }
+
+    /// Decisions about sessions with an open record go into that record
+    /// (group-committed with its messages) instead of the `decisions`
+    /// table.
+    pub fn recording(mut self, recorder: Arc<crate::record::Recorder>) -> Approvals {
+        self.recorder = Some(recorder);
+        self
     }
 
     pub fn timeout(&self) -> Duration {
@@ -374,9 +386,10 @@ impl Approvals {
             .collect())
     }
 
-    /// Logs a decision and keeps it for the session record. A decision
-    /// that cannot be kept is logged as an error; the caller decides
-    /// whether to go on (the recording issue makes this fail closed).
+    /// Logs a decision and keeps it: in the session's record when it has
+    /// one open, else (access requests, unrecorded sessions) in the
+    /// `decisions` table. A decision that cannot be kept is an error; the
+    /// callers fail closed on it.
     pub async fn record(&self, event: DecisionEvent) -> Result<(), StoreError> {
         tracing::info!(
             decision = %event.decision,
@@ -390,6 +403,19 @@ impl Approvals {
             reason = %event.reason,
             "decision"
         );
+        if let (Some(recorder), Some(session)) = (&self.recorder, &event.session)
+            && recorder.is_open(session)
+        {
+            let session = session.clone();
+            return match recorder.decision(&session, event).await {
+                Ok(_) => Ok(()),
+                Err(e) if recorder.on_failure() == crate::record::OnFailure::FailOpenWithAlarm => {
+                    tracing::error!(error = %e, "ALARM: a decision could not be recorded (on_failure = fail-open-with-alarm)");
+                    Ok(())
+                }
+                Err(e) => Err(StoreError::new(e.to_string())),
+            };
+        }
         let text = serde_json::to_string(&event).map_err(|e| StoreError::new(e.to_string()))?;
         self.store
             .run(move |s| {
@@ -406,7 +432,8 @@ impl Approvals {
         Ok(())
     }
 
-    /// The decisions kept for one session, oldest first.
+    /// The decisions kept in the `decisions` table for one session (one
+    /// that was not recorded), oldest first.
     pub async fn decisions(
         &self,
         session: &mcpgate_shared::names::SessionId,

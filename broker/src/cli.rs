@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
-use mcpgate_shared::names::{RoleName, ServerName, UserName};
+use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
 
 /// Environment variable naming the config file, for every subcommand that
 /// takes `--config`.
@@ -86,6 +86,17 @@ pub enum Command {
         #[arg(long)]
         no_demo_session: bool,
     },
+    /// Verify session records offline with the broker's public audit key
+    ///
+    /// Checks every line's hash, each record's chain from its session's
+    /// genesis, the signatures on checkpoints, seals and index lines, and
+    /// the index against the records. Prints each problem with its place
+    /// (session and event), or one OK line.
+    #[command(
+        after_help = "Exit status: 0 when everything verifies, 1 when a problem is found, \
+        2 for usage errors (no records directory, no public key)."
+    )]
+    Verify(VerifyArgs),
     /// Run the demo MCP server on stdin/stdout (fake customer records)
     DemoServer,
     /// Print a shell completion script
@@ -176,6 +187,29 @@ pub struct MaskArgs {
     /// After the result, list each finding: type, rule, where
     #[arg(long)]
     pub explain: bool,
+}
+
+/// What `verify` checks, with which key.
+#[derive(Debug, clap::Args)]
+#[command(allow_missing_positional = true)]
+#[command(group(ArgGroup::new("which").required(true).args(["all", "session"])))]
+pub struct VerifyArgs {
+    /// Verify the whole index and every record
+    #[arg(long)]
+    pub all: bool,
+    /// Verify one session: its record, its index entries, and the index
+    /// chain
+    #[arg(value_name = "SESSION")]
+    pub session: Option<SessionId>,
+    /// The broker's public audit key (SPKI PEM) [default: DIR/../audit.pub]
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The records directory (the one holding index.jsonl), or the
+    /// broker's data dir
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

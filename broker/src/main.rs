@@ -100,6 +100,18 @@ fn run(args: Args) -> anyhow::Result<()> {
                 !no_demo_session,
             ))
         }
+        Command::Verify(args) => {
+            use mcpgate_broker::record::verify;
+            match verify::run(&args, &mut std::io::stdout().lock()) {
+                Ok(true) => Ok(()),
+                Ok(false) => std::process::exit(1),
+                Err(e) if e.is::<verify::UsageError>() => {
+                    eprintln!("mcpgate-broker: {e}");
+                    std::process::exit(2)
+                }
+                Err(e) => Err(e),
+            }
+        }
         Command::DemoServer => demo_server::run(),
         Command::Policy {
             command: PolicyCommand::Check(args),

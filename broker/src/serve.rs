@@ -60,11 +60,14 @@ pub struct Broker {
     pub session_slots: Arc<Semaphore>,
     /// Changes once, when the broker starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Writes every session's record.
+    pub recorder: Arc<crate::record::Recorder>,
 }
 
 impl Broker {
-    /// The relay stages every session runs through, in order. Policy,
-    /// masking and recording join here as they are built.
+    /// The relay stages every session runs through, in order. (Recording
+    /// is not a stage: the relay records what each peer receives, see
+    /// `proxy::Tape`.)
     pub fn stages(&self) -> Vec<Arc<dyn Stage>> {
         vec![
             Arc::new(crate::proxy::Log::default()),
@@ -207,8 +210,10 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         config.path.parent().unwrap_or(Path::new(".")),
         shutdown_rx.clone(),
     )?;
+    let recorder = Arc::new(start_recorder(&config, &data_dir)?);
     let approvals =
-        crate::approval::Approvals::new(store.clone(), webhooks, config.approvals.timeout);
+        crate::approval::Approvals::new(store.clone(), webhooks, config.approvals.timeout)
+            .recording(recorder.clone());
     let cancelled = approvals.recover().await?;
     if cancelled > 0 {
         warn!(
@@ -226,6 +231,7 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         tunnel_server_name: config.broker.public_names[0].clone(),
         session_slots: Arc::new(Semaphore::new(config.broker.max_sessions)),
         shutdown: shutdown_rx,
+        recorder,
         masking,
         config,
         data_dir,
@@ -255,6 +261,9 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
         let b = broker.clone();
         tokio::spawn(async move { b.oidc.prefetch().await });
     }
+    if let Some(retention) = broker.config.recording.retention {
+        tokio::spawn(sweep_records(broker.recorder.clone(), retention));
+    }
 
     wait_for_signal().await;
     info!("shutting down: ending open sessions");
@@ -276,8 +285,46 @@ pub async fn run(config_path: &Path, on_ready: impl FnOnce(&Ready)) -> anyhow::R
     {
         warn!("some sessions did not end in time");
     }
+    // Every ended session's seal is written; nothing else will be.
+    let recorder = broker.recorder.clone();
+    let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
     info!("stopped");
     Ok(())
+}
+
+/// Opens the record store, seals what a crash left open, and starts the
+/// recorder.
+fn start_recorder(config: &Config, data_dir: &Path) -> anyhow::Result<crate::record::Recorder> {
+    use crate::record::{AuditKey, FileStore, Recorder};
+    let key = AuditKey::load_or_create(data_dir)?;
+    let dir = crate::record::records_dir(config);
+    let store = FileStore::create(&dir)
+        .with_context(|| format!("cannot create the records directory {}", dir.display()))?;
+    let (recorder, recovered) = Recorder::start(Arc::new(store), key, &config.recording)
+        .with_context(|| format!("cannot open the records in {}", dir.display()))?;
+    if !recovered.aborted.is_empty() {
+        warn!(
+            count = recovered.aborted.len(),
+            torn_bytes = recovered.torn_bytes,
+            "session records left open by a previous run were sealed as aborted"
+        );
+    }
+    info!(dir = %dir.display(), key = %recorder.public().fingerprint(), "recording sessions");
+    Ok(recorder)
+}
+
+/// Deletes records past `retention`, at start and then hourly; each
+/// deletion leaves a signed tombstone in the index.
+async fn sweep_records(recorder: Arc<crate::record::Recorder>, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match recorder.sweep(retention).await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "records past their retention deleted"),
+            Err(e) => warn!(error = %e, "retention sweep failed"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -8,7 +8,8 @@
 //! 3. the store atomically moves that session from `issued` to `connected`
 //!    for this certificate's serial before its deadline — one certificate,
 //!    one tunnel;
-//! 4. the upstream starts.
+//! 4. the session's record starts (its start event is durable);
+//! 5. the upstream starts.
 //!
 //! Then the broker writes one [`TunnelStatus`] line and relays MCP until the
 //! client leaves, the upstream exits, the session's maximum duration passes
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use mcpgate_shared::api::TunnelStatus;
 use mcpgate_shared::identity::CertIdentity;
+use mcpgate_shared::record::{EndState, Start};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -31,7 +33,8 @@ use x509_parser::extensions::GeneralName;
 use crate::auth::unix_now;
 use crate::ca::serial_hex;
 use crate::config::Server;
-use crate::proxy::{self, Limits, SessionContext};
+use crate::proxy::{self, Limits, SessionContext, Tape};
+use crate::record::OnFailure;
 use crate::serve::Broker;
 use crate::session::ClaimError;
 use crate::upstream::Upstream;
@@ -148,11 +151,40 @@ async fn handle(broker: Arc<Broker>, acceptor: TlsAcceptor, tcp: TcpStream, peer
             refuse(&mut tls, "the server is no longer configured").await;
             return;
         };
+        // The record starts before anything reaches the upstream.
+        let start = Start {
+            user: record.user.clone(),
+            issuer: record.issuer.clone(),
+            roles: record.roles.clone(),
+            server: record.server.clone(),
+            client_addr: record.client_addr.clone(),
+            tunnel_peer: peer.to_string(),
+            cert_serial: record.cert_serial.clone(),
+            created_at: record.created_at,
+        };
+        let tape = match broker.recorder.open(&session, start).await {
+            Ok(()) => Some(Arc::new(Tape::new(broker.recorder.clone(), session.clone()))),
+            Err(e) if broker.recorder.on_failure() == OnFailure::FailOpenWithAlarm => {
+                tracing::error!(error = %e, "ALARM: the session is not recorded (on_failure = fail-open-with-alarm)");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "tunnel refused: the session cannot be recorded");
+                end(&broker, &session, "the session could not be recorded").await;
+                refuse(
+                    &mut tls,
+                    "the broker cannot record this session; try again later",
+                )
+                .await;
+                return;
+            }
+        };
         let upstream = match Upstream::spawn(&record.server, spec, &broker.data_dir, &session) {
             Ok(u) => u,
             Err(e) => {
                 warn!(error = %e, "upstream failed to start");
                 end(&broker, &session, "upstream failed to start").await;
+                close_record(&broker, &session, tape.is_some(), "upstream failed to start").await;
                 refuse(
                     &mut tls,
                     &format!("the upstream server failed to start: {e}"),
@@ -183,11 +215,22 @@ async fn handle(broker: Arc<Broker>, acceptor: TlsAcceptor, tcp: TcpStream, peer
         let deadline = tokio::time::Instant::now() + broker.config.broker.session_max_duration;
         let mut shutdown = broker.shutdown.clone();
         let stages = broker.stages();
-        let reason = proxy::relay(tls, upstream, ctx, limits, stages, deadline, async move {
-            let _ = shutdown.changed().await;
-        })
+        let recorded = tape.is_some();
+        let reason = proxy::relay(
+            tls,
+            upstream,
+            ctx,
+            limits,
+            stages,
+            tape,
+            deadline,
+            async move {
+                let _ = shutdown.changed().await;
+            },
+        )
         .await;
         end(&broker, &session, &reason.to_string()).await;
+        close_record(&broker, &session, recorded, &reason.to_string()).await;
         info!(reason = %reason, "session ended");
         drop(permit);
     }
@@ -206,6 +249,25 @@ async fn end(broker: &Broker, session: &mcpgate_shared::names::SessionId, reason
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(error = %e, "could not record the end of the session"),
         Err(e) => warn!(error = %e, "could not record the end of the session"),
+    }
+}
+
+/// Ends a session's record: its end event, the signed seal, the index.
+async fn close_record(
+    broker: &Broker,
+    session: &mcpgate_shared::names::SessionId,
+    recorded: bool,
+    reason: &str,
+) {
+    if !recorded {
+        return;
+    }
+    if let Err(e) = broker
+        .recorder
+        .close(session, EndState::Closed, reason)
+        .await
+    {
+        tracing::error!(error = %e, "ALARM: the session record could not be sealed");
     }
 }
 

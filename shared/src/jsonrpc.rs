@@ -43,6 +43,9 @@ pub const APPROVAL_FAILED: i64 = -32013;
 /// deeply, or the broker could not keep its record of the masking): it was
 /// withheld, never forwarded unmasked.
 pub const MASK_FAILED: i64 = -32014;
+/// The message could not be written to the session record, so it was not
+/// forwarded (the recording fails closed).
+pub const RECORD_FAILED: i64 = -32015;
 
 /// A request id: a string or an integer. `1` and `"1"` are different ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

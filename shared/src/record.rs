@@ -220,3 +220,128 @@ pub struct VerifyReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
 }
+
+// ---------------------------------------------------------------------------
+// The records API: listing, replay, verification, export and the evidence
+// report.
+//
+// | method | path | query | answer |
+// | --- | --- | --- | --- |
+// | GET | `/v1/records` | [`RecordsQuery`] | `Vec<SessionSummary>`, newest first |
+// | GET | `/v1/records/{session}` | [`ReplayQuery`] | NDJSON: one [`Event`] a line |
+// | GET | `/v1/records/{session}/verify` | — | [`VerifyReport`] |
+// | GET | `/v1/audit/export` | [`ExportQuery`] | JSON lines or CSV, [`EXPORT_EVENTS_HEADER`] first |
+// | GET | `/v1/audit/report` | [`ReportQuery`] | Markdown or HTML |
+//
+// All need the Bearer token. A caller sees the records of their own
+// sessions; a role with `audit = true` sees everyone's and may export and
+// report. Someone else's session answers 404, like an unknown one.
+
+/// The response header of `GET /v1/audit/export` that says how many event
+/// lines follow (the CSV header line not counted), before the first one.
+pub const EXPORT_EVENTS_HEADER: &str = "x-mcpgate-export-events";
+
+/// `GET /v1/records` query; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordsQuery {
+    /// Only this user's sessions (others' need the audit role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerName>,
+    /// Unix milliseconds: only sessions active at or after this time (live,
+    /// or ended then or later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// `GET /v1/records/{session}` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayQuery {
+    /// Keep the answer open and send events as they are written, until the
+    /// seal (or the broker shuts down).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
+}
+
+/// How `GET /v1/audit/export` writes events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// One JSON object a line, every field in every line (`null` when it
+    /// does not apply).
+    #[default]
+    Jsonl,
+    /// RFC 4180 CSV with a header line of the field names.
+    Csv,
+}
+
+impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Jsonl => "jsonl",
+            ExportFormat::Csv => "csv",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Jsonl => "application/x-ndjson",
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+        }
+    }
+}
+
+/// `GET /v1/audit/export` query: events with `since <= at_ms < until`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportQuery {
+    /// Unix milliseconds; default: the beginning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Unix milliseconds; default (and at most): now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ExportFormat>,
+}
+
+/// How `GET /v1/audit/report` writes the evidence report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    /// Markdown.
+    #[default]
+    Md,
+    /// One self-contained HTML page.
+    Html,
+}
+
+impl ReportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportFormat::Md => "md",
+            ReportFormat::Html => "html",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ReportFormat::Md => "text/markdown; charset=utf-8",
+            ReportFormat::Html => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// `GET /v1/audit/report` query: what the broker recorded with
+/// `since <= time < until`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportQuery {
+    /// Unix milliseconds; default: the beginning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Unix milliseconds; default (and at most): now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ReportFormat>,
+}

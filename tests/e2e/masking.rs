@@ -38,6 +38,20 @@ fn everything_kept(dir: &Path, out: &mut Vec<u8>) {
     }
 }
 
+/// Every event in every session record under a broker's data dir.
+fn recorded_events(dir: &Path) -> Vec<Value> {
+    let sessions = dir.join("records/sessions");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&sessions)
+        .unwrap_or_else(|e| panic!("{}: {e}", sessions.display()))
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        out.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    }
+    out
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -92,10 +106,23 @@ fn demo_customer_records_reach_a_real_client_masked_and_are_kept_masked() {
     assert_eq!(rows[0]["email"], "[MASKED:email]");
     assert_eq!(rows[0]["phone"], "[MASKED:phone]");
 
-    // The broker's record of the session says what was masked, by type,
-    // and nothing it keeps holds a clear value.
+    // The broker's record of the session holds the masked result as the
+    // client got it, with what was masked counted by type, and nothing it
+    // keeps holds a clear value.
     let log = broker.log();
     assert!(log.contains("decision=mask"), "{log}");
+    let events = recorded_events(broker.dir());
+    let reply = events
+        .iter()
+        .find(|e| {
+            e["type"] == "message"
+                && e["from"] == "upstream"
+                && e["msg"]["result"]["structuredContent"]["customers"].is_array()
+        })
+        .expect("the list_customers reply is in the record");
+    assert_eq!(&reply["msg"]["result"]["structuredContent"], masked);
+    assert_eq!(reply["masked"]["card"], json!(customers.len()), "{reply}");
+    assert_eq!(reply["masked"]["ssn"], json!(customers.len()), "{reply}");
     let mut kept = Vec::new();
     everything_kept(broker.dir(), &mut kept);
     kept.extend_from_slice(log.as_bytes());

@@ -17,6 +17,8 @@
 //!   deny / hold per call, list filtering).
 //! - `mask`: the [`MaskStage`] (every upstream message masked, counts
 //!   kept, withheld when it cannot be).
+//! - `record`: the [`Tape`]: each line a peer receives is recorded before
+//!   it is sent (write-ahead for what the other peer said).
 //! - `relay`: the session loop, its pending-request bookkeeping and its end.
 
 use std::fmt;
@@ -27,12 +29,14 @@ pub mod frame;
 mod log;
 mod mask;
 mod policy;
+mod record;
 mod relay;
 pub mod stage;
 
 pub use log::{Counts, Log};
 pub use mask::MaskStage;
 pub use policy::PolicyStage;
+pub use record::Tape;
 pub use relay::relay;
 pub use stage::{Direction, Flow, Hold, Notifier, Stage};
 

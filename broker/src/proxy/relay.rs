@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mcpgate_shared::jsonrpc::{
-    GATEWAY_REFUSED, Id, Kind, Message, Rejection, UPSTREAM_INVALID, UPSTREAM_UNAVAILABLE,
-    error_line, too_large,
+    GATEWAY_REFUSED, Id, Kind, Message, RECORD_FAILED, Rejection, UPSTREAM_INVALID,
+    UPSTREAM_UNAVAILABLE, error_line, too_large,
 };
 use mcpgate_shared::mcp;
+use mcpgate_shared::record::Peer;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::frame::{Frame, Head, LineReader, sniff};
+use super::record::Tape;
 use super::stage::{self, Direction, Flow, Notifier, Stage};
 use super::{EndReason, Limits, SessionContext};
 use crate::upstream::Upstream;
@@ -53,6 +55,10 @@ const STATUS_WAIT: Duration = Duration::from_millis(500);
 /// resolves. Always shuts the upstream down (stdin EOF, SIGTERM, SIGKILL)
 /// before returning, and answers every client request still open with a
 /// JSON-RPC error saying why.
+///
+/// With a `tape`, every line either peer receives is recorded first: what
+/// one peer sent, only once its event is durable (see [`Tape`]).
+#[allow(clippy::too_many_arguments)]
 #[tracing::instrument(
     name = "relay",
     skip_all,
@@ -64,6 +70,7 @@ pub async fn relay<C>(
     ctx: SessionContext,
     limits: Limits,
     stages: Vec<Arc<dyn Stage>>,
+    tape: Option<Arc<Tape>>,
     deadline: tokio::time::Instant,
     shutdown: impl Future<Output = ()> + Send,
 ) -> EndReason
@@ -111,15 +118,15 @@ where
         limit: limits.max_message_bytes,
         // Weak: the upstream's stdin must close as soon as the client side
         // is done, even though this pump may still answer the upstream.
-        to_sender: Outbox::Weak(up_tx.downgrade()),
-        to_receiver: Outbox::Strong(client_tx.clone()),
+        to_sender: Outbox::new(Tx::Weak(up_tx.downgrade()), Peer::Upstream, &tape),
+        to_receiver: Outbox::new(Tx::Strong(client_tx.clone()), Peer::Client, &tape),
         sent: upstream_pending.clone(),
         received: client_pending.clone(),
         holds: None,
     };
     let holds = Holds {
-        to_upstream: up_tx.downgrade(),
-        to_client: client_tx.downgrade(),
+        to_upstream: Outbox::new(Tx::Weak(up_tx.downgrade()), Peer::Upstream, &tape),
+        to_client: Outbox::new(Tx::Weak(client_tx.downgrade()), Peer::Client, &tape),
         tasks: Mutex::default(),
     };
     let from_client = Pump {
@@ -127,10 +134,10 @@ where
         ctx: ctx.clone(),
         stages,
         limit: limits.max_message_bytes,
-        to_sender: Outbox::Strong(client_tx.clone()),
+        to_sender: Outbox::new(Tx::Strong(client_tx.clone()), Peer::Client, &tape),
         // The only strong sender to the upstream: when this pump ends, the
         // upstream writer flushes and closes the child's stdin.
-        to_receiver: Outbox::Strong(up_tx),
+        to_receiver: Outbox::new(Tx::Strong(up_tx), Peer::Upstream, &tape),
         sent: client_pending.clone(),
         received: upstream_pending,
         holds: Some(Arc::new(holds)),
@@ -198,11 +205,11 @@ where
     let answered = open.len();
     let answer = async {
         for id in &open {
-            if client_tx
-                .send(error_line(Some(id), code, &message, None))
-                .await
-                .is_err()
-            {
+            let line = error_line(Some(id), code, &message, None);
+            if let Some(tape) = &tape {
+                tape.line(Peer::Client, &line).await;
+            }
+            if client_tx.send(line).await.is_err() {
                 break;
             }
         }
@@ -327,22 +334,81 @@ async fn write_lines<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Where a pump sends lines. The upstream pump holds the upstream's queue
+/// A peer's writer queue. The upstream pump holds the upstream's queue
 /// weakly, see [`relay`].
-enum Outbox {
+#[derive(Clone)]
+enum Tx {
     Strong(mpsc::Sender<Vec<u8>>),
     Weak(mpsc::WeakSender<Vec<u8>>),
 }
 
+/// Where a pump sends lines to one peer, recording each on the way.
+#[derive(Clone)]
+struct Outbox {
+    tx: Tx,
+    to: Peer,
+    tape: Option<Arc<Tape>>,
+}
+
+/// How a forwarded message fared.
+enum Sent {
+    Delivered,
+    /// Its event could not be recorded, so it was not forwarded.
+    Unrecorded,
+    /// The peer's writer is gone.
+    Gone,
+}
+
 impl Outbox {
-    /// `false` when the peer's writer is gone.
-    async fn send(&self, line: Vec<u8>) -> bool {
-        match self {
-            Outbox::Strong(tx) => tx.send(line).await.is_ok(),
-            Outbox::Weak(tx) => match tx.upgrade() {
+    fn new(tx: Tx, to: Peer, tape: &Option<Arc<Tape>>) -> Outbox {
+        Outbox {
+            tx,
+            to,
+            tape: tape.clone(),
+        }
+    }
+
+    /// The peer's queue, weakly (for a [`Notifier`]).
+    fn weak(&self) -> mpsc::WeakSender<Vec<u8>> {
+        match &self.tx {
+            Tx::Strong(tx) => tx.downgrade(),
+            Tx::Weak(tx) => tx.clone(),
+        }
+    }
+
+    async fn write(&self, line: Vec<u8>) -> bool {
+        match &self.tx {
+            Tx::Strong(tx) => tx.send(line).await.is_ok(),
+            Tx::Weak(tx) => match tx.upgrade() {
                 Some(tx) => tx.send(line).await.is_ok(),
                 None => false,
             },
+        }
+    }
+
+    /// Sends a line the broker made (an error, a notification), recorded
+    /// first as best it can be. `false` when the peer's writer is gone.
+    async fn send(&self, line: Vec<u8>) -> bool {
+        if let Some(tape) = &self.tape {
+            tape.line(self.to, &line).await;
+        }
+        self.write(line).await
+    }
+
+    /// Forwards `msg` from `from`: recorded first, write-ahead; not sent
+    /// when that fails (unless the tape fails open).
+    async fn forward(&self, from: Peer, msg: &Message) -> Sent {
+        let line = msg.to_line();
+        if let Some(tape) = &self.tape
+            && tape.message(from, self.to, msg, line.len()).await.is_err()
+            && !tape.fails_open()
+        {
+            return Sent::Unrecorded;
+        }
+        if self.write(line).await {
+            Sent::Delivered
+        } else {
+            Sent::Gone
         }
     }
 }
@@ -428,8 +494,8 @@ struct Pump {
 /// aborted, which drops its future: the stage that made it sees that as
 /// a cancellation.
 struct Holds {
-    to_upstream: mpsc::WeakSender<Vec<u8>>,
-    to_client: mpsc::WeakSender<Vec<u8>>,
+    to_upstream: Outbox,
+    to_client: Outbox,
     tasks: Mutex<HashMap<Id, JoinHandle<()>>>,
 }
 
@@ -558,7 +624,7 @@ impl Pump {
         match stage::run(&self.stages, &self.ctx, self.direction, msg).await {
             Flow::Forward(msg) => {
                 match msg.kind() {
-                    // Recorded before it can reach the receiver, so its
+                    // Noted before it can reach the receiver, so its
                     // answer always finds it.
                     Kind::Request { id, .. } => self.sent.insert(id.clone()),
                     Kind::Result { id } | Kind::Error { id: Some(id) } => {
@@ -572,7 +638,11 @@ impl Pump {
                     }
                     _ => {}
                 }
-                self.to_receiver.send(msg.to_line()).await
+                match self.to_receiver.forward(self.from(), &msg).await {
+                    Sent::Delivered => true,
+                    Sent::Gone => false,
+                    Sent::Unrecorded => self.unrecorded(&msg).await,
+                }
             }
             Flow::Reply(mut line) => {
                 if !line.ends_with(b"\n") {
@@ -593,12 +663,45 @@ impl Pump {
         }
     }
 
+    /// Who sent what this pump reads.
+    fn from(&self) -> Peer {
+        match self.direction {
+            Direction::FromClient => Peer::Client,
+            Direction::FromUpstream => Peer::Upstream,
+        }
+    }
+
+    /// A message whose event could not be recorded was not forwarded
+    /// (fail closed): whoever waits for an answer gets an error instead.
+    /// `false` when that peer is gone.
+    async fn unrecorded(&self, msg: &Message) -> bool {
+        match msg.kind() {
+            Kind::Request { id, .. } => {
+                self.sent.remove(id);
+                self.to_sender.send(unrecorded_answer(id)).await;
+                true
+            }
+            Kind::Result { id } | Kind::Error { id: Some(id) } => {
+                // The receiver asked; it gets an error, never the
+                // unrecorded answer.
+                let line = error_line(
+                    Some(id),
+                    RECORD_FAILED,
+                    "the session record cannot be written, so the answer was withheld",
+                    None,
+                );
+                self.to_receiver.send(line).await
+            }
+            _ => true,
+        }
+    }
+
     /// Runs a held request in its own task: the id stays open (so it cannot
     /// be reused, and it is answered if the session ends), and what the
     /// hold resolves to is forwarded or answered like any other flow.
     fn hold(&self, holds: &Arc<Holds>, id: Id, hold: stage::Hold) {
         self.sent.insert(id.clone());
-        let notifier = Notifier::new(holds.to_client.clone());
+        let notifier = Notifier::new(holds.to_client.weak(), holds.to_client.tape.clone());
         let sent = self.sent.clone();
         let task_holds = Arc::downgrade(holds);
         let task_id = id.clone();
@@ -614,7 +717,13 @@ impl Pump {
                     holds.tasks().remove(&task_id);
                 }
                 let (line, to) = match flow {
-                    Flow::Forward(msg) => (msg.to_line(), to_upstream),
+                    Flow::Forward(msg) => match to_upstream.forward(Peer::Client, &msg).await {
+                        Sent::Delivered | Sent::Gone => return,
+                        Sent::Unrecorded => {
+                            sent.remove(&task_id);
+                            (unrecorded_answer(&task_id), to_client)
+                        }
+                    },
                     Flow::Reply(mut line) => {
                         sent.remove(&task_id);
                         if !line.ends_with(b"\n") {
@@ -634,9 +743,7 @@ impl Pump {
                         (line, to_client)
                     }
                 };
-                if let Some(tx) = to.upgrade() {
-                    let _ = tx.send(line).await;
-                }
+                to.send(line).await;
             }
             .in_current_span(),
         );
@@ -702,6 +809,17 @@ impl Pump {
         }
         true
     }
+}
+
+/// The answer to a request that was not forwarded because its event could
+/// not be recorded.
+fn unrecorded_answer(id: &Id) -> Vec<u8> {
+    error_line(
+        Some(id),
+        RECORD_FAILED,
+        "the session record cannot be written, so the call was not forwarded",
+        None,
+    )
 }
 
 /// The `requestId` a `notifications/cancelled` names.
@@ -784,6 +902,7 @@ mod tests {
             ctx(),
             Limits { max_message_bytes },
             stages,
+            None,
             Instant::now() + max_duration,
             async move {
                 let _ = stopped.await;

@@ -81,21 +81,31 @@ impl Hold {
 }
 
 /// Sends unsolicited messages (notifications) to the client while a
-/// request is held.
+/// request is held; each is recorded on the session's tape first.
 #[derive(Clone)]
-pub struct Notifier(tokio::sync::mpsc::WeakSender<Vec<u8>>);
+pub struct Notifier {
+    tx: tokio::sync::mpsc::WeakSender<Vec<u8>>,
+    tape: Option<Arc<super::record::Tape>>,
+}
 
 impl Notifier {
-    pub fn new(tx: tokio::sync::mpsc::WeakSender<Vec<u8>>) -> Self {
-        Notifier(tx)
+    pub fn new(
+        tx: tokio::sync::mpsc::WeakSender<Vec<u8>>,
+        tape: Option<Arc<super::record::Tape>>,
+    ) -> Self {
+        Notifier { tx, tape }
     }
 
     /// `false` when the client is gone.
     pub async fn send(&self, msg: &Message) -> bool {
-        match self.0.upgrade() {
-            Some(tx) => tx.send(msg.to_line()).await.is_ok(),
-            None => false,
+        let Some(tx) = self.tx.upgrade() else {
+            return false;
+        };
+        let line = msg.to_line();
+        if let Some(tape) = &self.tape {
+            tape.line(mcpgate_shared::record::Peer::Client, &line).await;
         }
+        tx.send(line).await.is_ok()
     }
 }
 

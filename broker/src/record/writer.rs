@@ -84,6 +84,7 @@ pub struct Recorder {
     on_failure: OnFailure,
     public: AuditPub,
     store: Arc<dyn RecordStore>,
+    written: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -116,6 +117,8 @@ impl Recorder {
         let (tx, rx) = std_mpsc::channel();
         let live = Arc::new(Mutex::new(HashSet::new()));
         writer.live = live.clone();
+        let (written_tx, written) = tokio::sync::watch::channel(0u64);
+        writer.written = written_tx;
         let thread = std::thread::Builder::new()
             .name("mcpgate-recorder".into())
             .spawn(move || writer.run(rx))
@@ -131,6 +134,7 @@ impl Recorder {
                 on_failure: config.on_failure,
                 public,
                 store,
+                written,
             },
             recovered,
         ))
@@ -146,6 +150,12 @@ impl Recorder {
 
     pub fn store(&self) -> &Arc<dyn RecordStore> {
         &self.store
+    }
+
+    /// Changes after every batch is durable (the value counts batches):
+    /// how `replay --follow` learns there is more to read.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written.clone()
     }
 
     /// Whether `session` has a record being written.
@@ -281,6 +291,7 @@ struct Writer {
     index: ChainState,
     listed: HashMap<SessionId, Listed>,
     live: Arc<Mutex<HashSet<SessionId>>>,
+    written: tokio::sync::watch::Sender<u64>,
     last_sync: Instant,
     unsynced: HashSet<SessionId>,
     index_unsynced: bool,
@@ -340,6 +351,7 @@ impl Writer {
             index: ChainState::new(format::INDEX_CHAIN),
             listed: HashMap::new(),
             live: Arc::default(),
+            written: tokio::sync::watch::channel(0).0,
             last_sync: Instant::now(),
             unsynced: HashSet::new(),
             index_unsynced: false,
@@ -500,6 +512,7 @@ impl Writer {
         for p in pending {
             self.acknowledge(p, &failed, index_failed.as_deref());
         }
+        self.written.send_modify(|n| *n += 1);
     }
 
     fn acknowledge(
