@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mcpgate_shared::approval::{
     AccessRequest, Approval, ApprovalKind, ApprovalState, DecisionRequest, Grant, Vote,
 };
-use mcpgate_shared::event::DecisionEvent;
+use mcpgate_shared::event::{DecisionEvent, DecisionKind};
 use mcpgate_shared::names::{ServerName, UserName};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -407,6 +407,18 @@ impl Approvals {
             && recorder.is_open(session)
         {
             let session = session.clone();
+            // An allowed call and a masked reply are recorded right after
+            // their decision, and only once that is durable are they
+            // forwarded: the decision need not be waited for on its own
+            // (one sync instead of two on the hot path).
+            if matches!(event.decision, DecisionKind::Allow | DecisionKind::Mask) {
+                return recorder
+                    .enqueue(
+                        &session,
+                        mcpgate_shared::record::Body::Decision { decision: event },
+                    )
+                    .map_err(|e| StoreError::new(e.to_string()));
+            }
             return match recorder.decision(&session, event).await {
                 Ok(_) => Ok(()),
                 Err(e) if recorder.on_failure() == crate::record::OnFailure::FailOpenWithAlarm => {

@@ -13,6 +13,7 @@
 //! - [`oidc`]: tokens from a real OpenID Provider at the broker; forged ones refused.
 //! - [`oidc_cli`]: `mcpgate login` through that provider (browser, device, CI).
 //! - [`quickstart`]: the README's one-command broker and demo session.
+//! - [`recording`]: the session record after a crash; verification.
 //! - [`masking`]: customer records masked on their way to a real client,
 //!   evasions through a real server, nothing clear kept, fail closed.
 
@@ -24,6 +25,7 @@ mod oidc;
 mod oidc_cli;
 mod policy;
 mod quickstart;
+mod recording;
 mod relay;
 mod restart;
 mod security;

@@ -47,7 +47,10 @@ fn recorded_events(dir: &Path) -> Vec<Value> {
         .flatten()
     {
         let text = std::fs::read_to_string(entry.path()).unwrap();
-        out.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
     }
     out
 }

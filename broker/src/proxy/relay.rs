@@ -845,6 +845,8 @@ mod tests {
     use super::*;
     use crate::config::StdioServer;
     use crate::proxy::Log;
+    use crate::record::Recorder;
+    use mcpgate_shared::names::SessionId;
 
     const TEST_LIMIT: Duration = Duration::from_secs(20);
 
@@ -894,6 +896,16 @@ mod tests {
         stages: Vec<Arc<dyn Stage>>,
         max_duration: Duration,
     ) -> Session {
+        start_taped(upstream, max_message_bytes, stages, max_duration, None)
+    }
+
+    fn start_taped(
+        upstream: Upstream,
+        max_message_bytes: usize,
+        stages: Vec<Arc<dyn Stage>>,
+        max_duration: Duration,
+        tape: Option<Arc<Tape>>,
+    ) -> Session {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let (stop, stopped) = oneshot::channel::<()>();
         let relay = tokio::spawn(relay(
@@ -902,7 +914,7 @@ mod tests {
             ctx(),
             Limits { max_message_bytes },
             stages,
-            None,
+            tape,
             Instant::now() + max_duration,
             async move {
                 let _ = stopped.await;
@@ -1330,6 +1342,210 @@ mod tests {
             // ping 2 and tools/call 1: nothing else reached the upstream.
             assert!(rest.iter().any(|v| v["params"]["lines"] == 2), "{rest:?}");
             was_dropped.recv().await.unwrap();
+            s.end().await;
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A real file store whose writes start failing on demand, as a full
+    /// or broken disk would make them.
+    struct Flaky {
+        files: crate::record::FileStore,
+        broken: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> io::Result<()> {
+            if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(io::Error::other("No space left on device"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl crate::record::RecordStore for Flaky {
+        fn append(&self, s: &SessionId, lines: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.files.append(s, lines)
+        }
+        fn append_index(&self, lines: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.files.append_index(lines)
+        }
+        fn sync(&self, s: &[SessionId], index: bool) -> io::Result<()> {
+            self.files.sync(s, index)
+        }
+        fn close(&self, s: &SessionId) {
+            self.files.close(s)
+        }
+        fn read(&self, s: &SessionId) -> io::Result<Option<Vec<u8>>> {
+            self.files.read(s)
+        }
+        fn read_index(&self) -> io::Result<Vec<u8>> {
+            self.files.read_index()
+        }
+        fn sessions(&self) -> io::Result<Vec<SessionId>> {
+            self.files.sessions()
+        }
+        fn truncate(&self, s: &SessionId, len: u64) -> io::Result<()> {
+            self.files.truncate(s, len)
+        }
+        fn truncate_index(&self, len: u64) -> io::Result<()> {
+            self.files.truncate_index(len)
+        }
+        fn delete(&self, s: &SessionId) -> io::Result<()> {
+            self.files.delete(s)
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+    }
+
+    async fn recorder(
+        dir: &Path,
+        on_failure: crate::record::OnFailure,
+    ) -> (Arc<Recorder>, Arc<Flaky>) {
+        let store = Arc::new(Flaky {
+            files: crate::record::FileStore::create(dir).unwrap(),
+            broken: Default::default(),
+        });
+        let config = crate::record::RecordingSection {
+            on_failure,
+            ..Default::default()
+        };
+        let (rec, _) = Recorder::start(
+            store.clone(),
+            crate::record::AuditKey::from_bytes(&[7; 32]),
+            &config,
+        )
+        .unwrap();
+        let start = mcpgate_shared::record::Start {
+            user: "alice".parse().unwrap(),
+            issuer: "local".into(),
+            roles: vec![],
+            server: "demo".parse().unwrap(),
+            client_addr: "127.0.0.1:1".into(),
+            tunnel_peer: "127.0.0.1:2".into(),
+            cert_serial: "01".into(),
+            created_at: 0,
+        };
+        rec.open(&ctx().session, start).await.unwrap();
+        (Arc::new(rec), store)
+    }
+
+    fn events(dir: &Path) -> Vec<Value> {
+        let text = std::fs::read_to_string(dir.join("sessions/s-relay.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_line_a_peer_receives_is_in_the_record() {
+        timeout(TEST_LIMIT, async {
+            let dir = tempfile::tempdir().unwrap();
+            let (rec, _) = recorder(dir.path(), crate::record::OnFailure::Refuse).await;
+            let tape = Arc::new(Tape::new(rec.clone(), ctx().session));
+            let mut s = start_taped(sh(COUNTING_ECHO), 1024, vec![], Duration::from_secs(60), Some(tape));
+            s.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#).await;
+            s.send("{not json").await;
+            s.close().await;
+            let got = s.rest().await;
+            // The parse error, the echoed call, the count, and the error
+            // the still-open call gets when the session ends.
+            assert_eq!(got.len(), 4, "{got:?}");
+            s.end().await;
+            let ev = events(dir.path());
+            let messages: Vec<(&str, &str, &str)> = ev
+                .iter()
+                .filter(|e| e["type"] == "message")
+                .map(|e| {
+                    (
+                        e["from"].as_str().unwrap(),
+                        e["to"].as_str().unwrap(),
+                        e["kind"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            // The call, the parse error the broker answered, the echo coming
+            // back (a request from the upstream's side), the count.
+            assert!(messages.contains(&("client", "upstream", "request")), "{messages:?}");
+            assert!(messages.contains(&("broker", "client", "error")), "{messages:?}");
+            assert!(messages.contains(&("upstream", "client", "request")), "{messages:?}");
+            assert!(messages.contains(&("upstream", "client", "notification")), "{messages:?}");
+            let errors = messages.iter().filter(|m| *m == &("broker", "client", "error")).count();
+            assert_eq!(errors, 2, "{messages:?}");
+            let call = ev
+                .iter()
+                .find(|e| e["from"] == "client")
+                .unwrap();
+            assert_eq!(call["name"], "echo");
+            assert_eq!(call["method"], "tools/call");
+            assert_eq!(call["msg"]["params"]["arguments"]["message"], "hi");
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_recorded_is_not_forwarded() {
+        timeout(TEST_LIMIT, async {
+            let dir = tempfile::tempdir().unwrap();
+            let (rec, store) = recorder(dir.path(), crate::record::OnFailure::Refuse).await;
+            let tape = Arc::new(Tape::new(rec.clone(), ctx().session));
+            let mut s = start_taped(
+                sh(COUNTING_ECHO),
+                1024,
+                vec![],
+                Duration::from_secs(60),
+                Some(tape),
+            );
+            store
+                .broken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            s.send(
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"drop_table"}}"#,
+            )
+            .await;
+            let answer = s.recv_json().await;
+            let (id, code, message) = error_of(&answer);
+            assert_eq!((id, code), (Value::from(7), RECORD_FAILED));
+            assert!(message.contains("not forwarded"), "{message}");
+            s.close().await;
+            let rest = s.rest().await;
+            // The upstream never saw the call: it counted no lines. (Its
+            // count cannot be recorded either, so it is withheld too.)
+            assert!(rest.iter().all(|m| m["params"]["lines"] != 1), "{rest:?}");
+            s.end().await;
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn failing_open_is_only_by_explicit_setting_and_forwards() {
+        timeout(TEST_LIMIT, async {
+            let dir = tempfile::tempdir().unwrap();
+            let (rec, store) =
+                recorder(dir.path(), crate::record::OnFailure::FailOpenWithAlarm).await;
+            let tape = Arc::new(Tape::new(rec.clone(), ctx().session));
+            let mut s = start_taped(
+                sh(COUNTING_ECHO),
+                1024,
+                vec![],
+                Duration::from_secs(60),
+                Some(tape),
+            );
+            store
+                .broken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            s.send(r#"{"jsonrpc":"2.0","method":"notifications/marker"}"#)
+                .await;
+            s.close().await;
+            let rest = s.rest().await;
+            assert_eq!(rest.last().unwrap()["params"]["lines"], 1, "{rest:?}");
             s.end().await;
         })
         .await

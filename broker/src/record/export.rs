@@ -286,11 +286,7 @@ impl Encoder {
     fn new(format: ExportFormat) -> Encoder {
         match format {
             ExportFormat::Jsonl => Encoder::Jsonl(Vec::with_capacity(CHUNK + 4096)),
-            ExportFormat::Csv => Encoder::Csv(
-                csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(Vec::with_capacity(CHUNK + 4096)),
-            ),
+            ExportFormat::Csv => Encoder::Csv(csv_writer()),
         }
     }
 
@@ -316,15 +312,27 @@ impl Encoder {
 
     /// The bytes so far, when there are at least `min`.
     fn take(&mut self, min: usize) -> Option<Vec<u8>> {
-        let buf = match self {
-            Encoder::Jsonl(buf) => buf,
+        match self {
+            Encoder::Jsonl(buf) => (buf.len() >= min.max(1))
+                .then(|| std::mem::replace(buf, Vec::with_capacity(CHUNK + 4096))),
             Encoder::Csv(w) => {
+                // The writer buffers; its bytes are reachable only by
+                // flushing it into its Vec and taking that.
                 let _ = w.flush();
-                w.get_mut()
+                if w.get_ref().len() < min.max(1) {
+                    return None;
+                }
+                let full = std::mem::replace(w, csv_writer());
+                full.into_inner().ok()
             }
-        };
-        (buf.len() >= min.max(1)).then(|| std::mem::replace(buf, Vec::with_capacity(CHUNK + 4096)))
+        }
     }
+}
+
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(CHUNK + 4096))
 }
 
 /// Writes the planned rows to `sink` (CSV: the header line first);
@@ -456,7 +464,12 @@ mod tests {
             hash: "h".into(),
         };
         let json = serde_json::to_value(&row).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, FIELDS);
         assert_eq!(json["time"], "1970-01-01T00:00:00.000Z");
     }
@@ -482,21 +495,33 @@ mod tests {
             assert_eq!(keys, FIELDS);
             assert_eq!(l["seq"], i);
             assert_eq!(l["session"], a.as_str());
-            assert_eq!((l["user"].as_str(), l["server"].as_str()), (Some("alice"), Some("db")));
+            assert_eq!(
+                (l["user"].as_str(), l["server"].as_str()),
+                (Some("alice"), Some("db"))
+            );
             assert_eq!(l["hash"].as_str().unwrap().len(), 64);
             assert!(l["time"].as_str().unwrap().ends_with('Z'));
         }
         let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
         assert_eq!(
             types,
-            ["start", "message", "decision", "decision", "decision", "end", "seal"]
+            [
+                "start", "message", "decision", "decision", "decision", "end", "seal"
+            ]
         );
         assert_eq!(lines[0]["cert_serial"], "4f2a9c0e11d3b7a5");
         assert_eq!(lines[0]["roles"], "dev");
         assert_eq!(lines[0]["from"], serde_json::Value::Null);
         let m = &lines[1];
         assert_eq!(
-            (&m["from"], &m["to"], &m["kind"], &m["method"], &m["name"], &m["id"]),
+            (
+                &m["from"],
+                &m["to"],
+                &m["kind"],
+                &m["method"],
+                &m["name"],
+                &m["id"]
+            ),
             (
                 &"client".into(),
                 &"upstream".into(),
@@ -563,8 +588,14 @@ mod tests {
         assert_eq!(n, p.events);
         // A sink that stops taking ends the export.
         let mut sink = |_chunk: Vec<u8>| false;
-        let n = export(store, &plan(store, ALL).unwrap(), ALL, ExportFormat::Jsonl, &mut sink)
-            .unwrap();
+        let n = export(
+            store,
+            &plan(store, ALL).unwrap(),
+            ALL,
+            ExportFormat::Jsonl,
+            &mut sink,
+        )
+        .unwrap();
         assert_eq!(n, 7);
         r.stop();
     }

@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use mcpgate_shared::event::{DecisionEvent, DecisionKind};
 use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
-use mcpgate_shared::record::{
-    Body, EndState, Event, IndexBody, IndexEntry, Peer, SessionSummary,
-};
+use mcpgate_shared::record::{Body, EndState, Event, IndexBody, IndexEntry, Peer, SessionSummary};
 use serde::Deserialize;
 
 use super::format::{self, Hash};
@@ -134,7 +132,9 @@ impl Meta {
 
     /// A decision that kept a call from the upstream.
     pub fn is_denial(&self) -> bool {
-        self.decision.as_ref().is_some_and(|d| is_denial(d.decision))
+        self.decision
+            .as_ref()
+            .is_some_and(|d| is_denial(d.decision))
     }
 }
 
@@ -342,7 +342,10 @@ fn tally(session: &SessionId, bytes: &[u8]) -> Tally {
 /// is not in the index. `state` is `live`, `closed`, `aborted`,
 /// `deleted`, or `damaged` (a line does not parse: counted up to it) or
 /// `missing` (listed, but its record is gone without a tombstone).
-pub fn list(store: &dyn RecordStore, filter: &ListFilter) -> Result<Vec<SessionSummary>, ReadError> {
+pub fn list(
+    store: &dyn RecordStore,
+    filter: &ListFilter,
+) -> Result<Vec<SessionSummary>, ReadError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for s in index(store)? {
@@ -584,7 +587,11 @@ impl Follower {
             let mut out = Vec::new();
             for (n, raw) in lines(fresh) {
                 if self.sealed {
-                    return Err(damaged(&self.session, self.given + n, "an event follows the seal"));
+                    return Err(damaged(
+                        &self.session,
+                        self.given + n,
+                        "an event follows the seal",
+                    ));
                 }
                 let line = parse_line(&self.session, self.given + n, raw)?;
                 self.sealed = matches!(line.event.body, Body::Seal { .. });
@@ -712,7 +719,12 @@ pub(crate) mod tests {
         // Newest first: bob's session is live.
         assert_eq!(all[0].session, b);
         assert_eq!(
-            (all[0].state.as_str(), all[0].events, all[0].calls, all[0].ended_ms),
+            (
+                all[0].state.as_str(),
+                all[0].events,
+                all[0].calls,
+                all[0].ended_ms
+            ),
             ("live", 2, 1, None)
         );
         let s = &all[1];
@@ -720,22 +732,41 @@ pub(crate) mod tests {
         assert_eq!(s.user.as_str(), "alice");
         assert_eq!(s.server.as_str(), "db");
         // start, 2 calls, 3 decisions, end, seal.
-        assert_eq!((s.state.as_str(), s.events, s.calls, s.denied), ("closed", 8, 2, 2));
+        assert_eq!(
+            (s.state.as_str(), s.events, s.calls, s.denied),
+            ("closed", 8, 2, 2)
+        );
         assert!(s.ended_ms.unwrap() >= s.started_ms);
 
         let only = |f: ListFilter| -> Vec<SessionId> {
-            list(store, &f).unwrap().into_iter().map(|s| s.session).collect()
+            list(store, &f)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.session)
+                .collect()
         };
         let user = |u: &str| Some(u.parse().unwrap());
-        assert_eq!(only(ListFilter { user: user("bob"), ..Default::default() }), [b.clone()]);
         assert_eq!(
-            only(ListFilter { server: Some("db".parse().unwrap()), ..Default::default() }),
+            only(ListFilter {
+                user: user("bob"),
+                ..Default::default()
+            }),
+            [b.clone()]
+        );
+        assert_eq!(
+            only(ListFilter {
+                server: Some("db".parse().unwrap()),
+                ..Default::default()
+            }),
             [a.clone()]
         );
         // Since after alice's session ended: only the live one.
         let after = s.ended_ms.unwrap() + 1;
         assert_eq!(
-            only(ListFilter { since_ms: Some(after), ..Default::default() }),
+            only(ListFilter {
+                since_ms: Some(after),
+                ..Default::default()
+            }),
             [b.clone()]
         );
 
@@ -777,11 +808,11 @@ pub(crate) mod tests {
         text = text.replacen("\"seq\":1,", "\"seq\":\"one\",", 1);
         std::fs::write(&path, &text).unwrap();
         let err = read(&store, &a).unwrap_err();
+        assert!(matches!(&err, ReadError::Damaged { event: 1, .. }), "{err}");
         assert!(
-            matches!(&err, ReadError::Damaged { event: 1, .. }),
-            "{err}"
+            err.to_string()
+                .starts_with(&format!("session {a}: event 1 is damaged"))
         );
-        assert!(err.to_string().starts_with(&format!("session {a}: event 1 is damaged")));
         // Listing goes on, and says so.
         let s = &list(&store, &ListFilter::default()).unwrap()[0];
         assert_eq!((s.state.as_str(), s.events), ("damaged", 1));
@@ -796,7 +827,12 @@ pub(crate) mod tests {
         let mut bytes = good.clone();
         bytes.extend_from_slice(b"{\"v\":1");
         std::fs::write(&path, &bytes).unwrap();
-        assert!(read(&store, &a).unwrap_err().to_string().contains("follow the seal"));
+        assert!(
+            read(&store, &a)
+                .unwrap_err()
+                .to_string()
+                .contains("follow the seal")
+        );
     }
 
     #[tokio::test]

@@ -71,10 +71,9 @@ pub fn verify(store: &dyn RecordStore, public: &AuditPub, which: &Which) -> Veri
         Ok(bytes) => check_index(&bytes, public),
         Err(e) => {
             let mut index = check_index(&[], public);
-            index.problems.push(format!(
-                "cannot be read from {}: {e}",
-                store.describe()
-            ));
+            index
+                .problems
+                .push(format!("cannot be read from {}: {e}", store.describe()));
             index
         }
     };
@@ -189,7 +188,10 @@ enum Read<T> {
     /// Its body does not hash to the hash it claims.
     Modified,
     /// Intact, but another session's.
-    Foreign { session: SessionId, seq: u64 },
+    Foreign {
+        session: SessionId,
+        seq: u64,
+    },
     Intact(Link<T>),
 }
 
@@ -588,11 +590,7 @@ impl<T> Scanner<T> {
             self.late.remove(&s);
             match s.checked_sub(1) {
                 Some(before) => {
-                    if self
-                        .chain
-                        .get(&before)
-                        .is_some_and(|l| l.hash != link.prev)
-                    {
+                    if self.chain.get(&before).is_some_and(|l| l.hash != link.prev) {
                         let p = format!(
                             "{} does not follow {}: its prev is not that line's hash",
                             self.noun.at(s),
@@ -620,7 +618,11 @@ impl<T> Scanner<T> {
                 self.noun.at(s),
                 self.place()
             ),
-            None => format!("{} is out of place: it comes {}", self.noun.at(s), self.place()),
+            None => format!(
+                "{} is out of place: it comes {}",
+                self.noun.at(s),
+                self.place()
+            ),
         };
         self.problem(p);
     }
@@ -870,7 +872,8 @@ fn check_session(
                     "its record is missing (the index closed it at entry {c} with {events} events)"
                 ),
                 Some(Listing {
-                    open: Some((o, ..)), ..
+                    open: Some((o, ..)),
+                    ..
                 }) => format!(
                     "its record is missing (the index opened it at entry {o} and lists it as live)"
                 ),
@@ -993,10 +996,9 @@ fn check_record(
         }
     }
 
-    if let (Some((_, user, server)), Some(Link { item: first, .. })) = (
-        listing.and_then(|l| l.open.as_ref()),
-        scan.chain.get(&0),
-    ) && let Body::Start(start) = &first.body
+    if let (Some((_, user, server)), Some(Link { item: first, .. })) =
+        (listing.and_then(|l| l.open.as_ref()), scan.chain.get(&0))
+        && let Body::Start(start) = &first.body
         && (&start.user, &start.server) != (user, server)
     {
         out.problems.push(format!(
@@ -1020,7 +1022,7 @@ fn check_record(
         (None, Status::Live) => {
             let unsigned = match (last, checkpoint) {
                 (Some(l), Some(k)) => l - k,
-                (Some(l), None) => l + 1,
+                (Some(l), None) => l.saturating_add(1),
                 (None, _) => 0,
             };
             out.notes.push(format!(
@@ -1033,7 +1035,7 @@ fn check_record(
                 Some(l) => format!("ends at event {l} without a seal"),
                 None => "has no readable event".to_owned(),
             };
-            let have = last.map_or(0, |l| l + 1);
+            let have = last.map_or(0, |l| l.saturating_add(1));
             let missing = if events > have {
                 format!(" ({} missing)", EVENT.span_is(have, events - 1))
             } else {
@@ -1056,11 +1058,11 @@ fn check_record(
         }
         (Some(k), Status::Closed(entry, state, events, head)) => {
             let ours = scan.chain.get(&k).map(|l| l.hash.hex()).unwrap_or_default();
-            if events != k + 1 || head != ours {
+            let ours_events = k.saturating_add(1);
+            if events != ours_events || head != ours {
                 out.problems.push(format!(
-                    "the index (entry {entry}) says {events} events ending in {}, the record has {} events ending in {}",
+                    "the index (entry {entry}) says {events} events ending in {}, the record has {ours_events} events ending in {}",
                     short(head),
-                    k + 1,
                     short(&ours)
                 ));
             }
@@ -1162,10 +1164,7 @@ fn check_shape(chain: &BTreeMap<u64, Link<Event>>, public: &AuditPub, problems: 
                 state: EndState::Aborted,
                 ..
             } => {}
-            other => problems.push(format!(
-                "event 0 is a {}, not the start",
-                other.type_name()
-            )),
+            other => problems.push(format!("event 0 is a {}, not the start", other.type_name())),
         }
     }
 }

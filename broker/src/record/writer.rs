@@ -199,6 +199,22 @@ impl Recorder {
         .await
     }
 
+    /// Queues one event without waiting for it to be durable. For events
+    /// that always precede one the caller does wait for (an `allow`
+    /// decision before its call is forwarded): the writer keeps order, and
+    /// a failed write breaks the record, so that later event fails too.
+    pub fn enqueue(&self, session: &SessionId, body: Body) -> Result<(), RecordError> {
+        let (ack, _) = oneshot::channel();
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = tx.as_ref().ok_or(RecordError::Stopped)?;
+        tx.send(Op::Append {
+            session: session.clone(),
+            body: Box::new(body),
+            ack,
+        })
+        .map_err(|_| RecordError::Stopped)
+    }
+
     pub async fn message(&self, session: &SessionId, m: MessageEvent) -> Result<u64, RecordError> {
         self.append(session, Body::Message(m)).await
     }

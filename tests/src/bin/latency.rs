@@ -12,13 +12,18 @@
 //! stdio server to its first response and to a finished handshake, and the
 //! median and p90 of all `tools/call echo` round trips (each run's first call
 //! is a warm-up and not counted), for both, and what the gateway added.
-//! Needs `tests/setup-peers` and `cargo build --workspace --bins` first.
+//! `LATENCY_BROKER_TOML` adds a fragment to the broker's config (say,
+//! `[recording]` settings). Needs `tests/setup-peers` and
+//! `cargo build --workspace --bins` first.
 
 use anyhow::{Context, Result, bail};
 use mcpgate_tests::broker::EVERYTHING;
 use mcpgate_tests::python::{ClientRun, direct_everything, through_gateway};
 use mcpgate_tests::{Broker, Cli};
 use serde_json::Value;
+
+/// A TOML fragment added to the broker's config.
+const EXTRA_CONFIG: &str = "LATENCY_BROKER_TOML";
 
 /// The numbers of one client run, in microseconds.
 struct Timing {
@@ -120,11 +125,16 @@ fn main() -> Result<()> {
     let n_arg = n.to_string();
 
     eprintln!("starting a broker with server-everything ...");
-    let broker = Broker::builder()
+    let mut builder = Broker::builder()
         .everything()
         .role("bench", &[EVERYTHING])
-        .user("bench", &["bench"])
-        .start();
+        .user("bench", &["bench"]);
+    // More broker config for this run, e.g. `[recording]\nfsync = "never"`.
+    if let Ok(extra) = std::env::var(EXTRA_CONFIG) {
+        eprintln!("with {EXTRA_CONFIG}: {extra}");
+        builder = builder.toml(&extra);
+    }
+    let broker = builder.start();
     let cli = Cli::new(&broker);
     cli.login_ok("bench");
 
