@@ -35,6 +35,9 @@ Register-ArgumentCompleter -Native -CommandName 'mcpgate' -ScriptBlock {
             [CompletionResult]::new('deny', 'deny', [CompletionResultType]::ParameterValue, 'Deny a held call or an access request')
             [CompletionResult]::new('request-access', 'request-access', [CompletionResultType]::ParameterValue, 'Ask for access to a server for a while; an approver must grant it')
             [CompletionResult]::new('grants', 'grants', [CompletionResultType]::ParameterValue, 'List access grants, live and expired, newest first')
+            [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'List recorded sessions, newest first')
+            [CompletionResult]::new('replay', 'replay', [CompletionResultType]::ParameterValue, 'Show a recorded session as a timeline')
+            [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Verify, export and report on session records (auditors)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -146,6 +149,93 @@ Register-ArgumentCompleter -Native -CommandName 'mcpgate' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'mcpgate;sessions' {
+            [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Only this user''s sessions (other users'' need a role with audit = true)')
+            [CompletionResult]::new('--server', '--server', [CompletionResultType]::ParameterName, 'Only sessions to this server')
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only sessions active at or after this time: 2026-05-01T18:00:00Z, 2026-05-01, or a span back from now like 2h or 7d')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format on stdout')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format on stdout')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'mcpgate;replay' {
+            [CompletionResult]::new('--speed', '--speed', [CompletionResultType]::ParameterName, 'Replay with the recorded timing divided by this: 1 is real time, 10 ten times faster (default: print at once)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format on stdout')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format on stdout')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep going while the session is recorded, until it ends')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep going while the session is recorded, until it ends')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'mcpgate;audit' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Ask the broker to verify a session''s record')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Export every recorded event in a period for a SIEM (audit role)')
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Write the SOC 2 evidence report for a period (audit role)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'mcpgate;audit;verify' {
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format on stdout')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format on stdout')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'mcpgate;audit;export' {
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Events from this time on: 2026-05-01T18:00:00Z, 2026-05-01, or a span back from now like 7d')
+            [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'Events before this time (default: now)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'jsonl (one JSON object a line) or csv')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write to FILE instead of stdout (kept as FILE.part until complete)')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write to FILE instead of stdout (kept as FILE.part until complete)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'mcpgate;audit;report' {
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'The period''s start: 2026-05-01T18:00:00Z, 2026-05-01, or a span back from now like 90d')
+            [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'The period''s end (default: now)')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'md (Markdown) or html')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write to FILE instead of stdout')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write to FILE instead of stdout')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'mcpgate;audit;help' {
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Ask the broker to verify a session''s record')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Export every recorded event in a period for a SIEM (audit role)')
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Write the SOC 2 evidence report for a period (audit role)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'mcpgate;audit;help;verify' {
+            break
+        }
+        'mcpgate;audit;help;export' {
+            break
+        }
+        'mcpgate;audit;help;report' {
+            break
+        }
+        'mcpgate;audit;help;help' {
+            break
+        }
         'mcpgate;completions' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -164,6 +254,9 @@ Register-ArgumentCompleter -Native -CommandName 'mcpgate' -ScriptBlock {
             [CompletionResult]::new('deny', 'deny', [CompletionResultType]::ParameterValue, 'Deny a held call or an access request')
             [CompletionResult]::new('request-access', 'request-access', [CompletionResultType]::ParameterValue, 'Ask for access to a server for a while; an approver must grant it')
             [CompletionResult]::new('grants', 'grants', [CompletionResultType]::ParameterValue, 'List access grants, live and expired, newest first')
+            [CompletionResult]::new('sessions', 'sessions', [CompletionResultType]::ParameterValue, 'List recorded sessions, newest first')
+            [CompletionResult]::new('replay', 'replay', [CompletionResultType]::ParameterValue, 'Show a recorded session as a timeline')
+            [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Verify, export and report on session records (auditors)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script to stdout')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -196,6 +289,27 @@ Register-ArgumentCompleter -Native -CommandName 'mcpgate' -ScriptBlock {
             break
         }
         'mcpgate;help;grants' {
+            break
+        }
+        'mcpgate;help;sessions' {
+            break
+        }
+        'mcpgate;help;replay' {
+            break
+        }
+        'mcpgate;help;audit' {
+            [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Ask the broker to verify a session''s record')
+            [CompletionResult]::new('export', 'export', [CompletionResultType]::ParameterValue, 'Export every recorded event in a period for a SIEM (audit role)')
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Write the SOC 2 evidence report for a period (audit role)')
+            break
+        }
+        'mcpgate;help;audit;verify' {
+            break
+        }
+        'mcpgate;help;audit;export' {
+            break
+        }
+        'mcpgate;help;audit;report' {
             break
         }
         'mcpgate;help;completions' {

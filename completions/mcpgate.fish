@@ -36,6 +36,9 @@ complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "approve" -d 'Approv
 complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "deny" -d 'Deny a held call or an access request'
 complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "request-access" -d 'Ask for access to a server for a while; an approver must grant it'
 complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "grants" -d 'List access grants, live and expired, newest first'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "sessions" -d 'List recorded sessions, newest first'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "replay" -d 'Show a recorded session as a timeline'
+complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "audit" -d 'Verify, export and report on session records (auditors)'
 complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "completions" -d 'Print a shell completion script to stdout'
 complete -c mcpgate -n "__fish_mcpgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand login" -l broker -d 'The broker\'s HTTPS URL, e.g. https://mcpgate.example.com:8443' -r -f
@@ -97,17 +100,64 @@ complete -c mcpgate -n "__fish_mcpgate_using_subcommand grants" -s o -l output -
 json\t'For programs: one JSON document'"
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand grants" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand grants" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand sessions" -l user -d 'Only this user\'s sessions (other users\' need a role with audit = true)' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand sessions" -l server -d 'Only sessions to this server' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand sessions" -l since -d 'Only sessions active at or after this time: 2026-05-01T18:00:00Z, 2026-05-01, or a span back from now like 2h or 7d' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand sessions" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'
+json\t'For programs: one JSON document'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand sessions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand sessions" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand replay" -l speed -d 'Replay with the recorded timing divided by this: 1 is real time, 10 ten times faster (default: print at once)' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand replay" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'
+json\t'For programs: one JSON document'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand replay" -s f -l follow -d 'Keep going while the session is recorded, until it ends'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand replay" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand replay" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and not __fish_seen_subcommand_from verify export report help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and not __fish_seen_subcommand_from verify export report help" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and not __fish_seen_subcommand_from verify export report help" -f -a "verify" -d 'Ask the broker to verify a session\'s record'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and not __fish_seen_subcommand_from verify export report help" -f -a "export" -d 'Export every recorded event in a period for a SIEM (audit role)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and not __fish_seen_subcommand_from verify export report help" -f -a "report" -d 'Write the SOC 2 evidence report for a period (audit role)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and not __fish_seen_subcommand_from verify export report help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from verify" -s o -l output -d 'Output format on stdout' -r -f -a "text\t'For people'
+json\t'For programs: one JSON document'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from export" -l since -d 'Events from this time on: 2026-05-01T18:00:00Z, 2026-05-01, or a span back from now like 7d' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from export" -l until -d 'Events before this time (default: now)' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from export" -l format -d 'jsonl (one JSON object a line) or csv' -r -f -a "jsonl\t'One JSON object a line'
+csv\t'CSV with a header line'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from export" -s o -l out -d 'Write to FILE instead of stdout (kept as FILE.part until complete)' -r -F
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from report" -l since -d 'The period\'s start: 2026-05-01T18:00:00Z, 2026-05-01, or a span back from now like 90d' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from report" -l until -d 'The period\'s end (default: now)' -r
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from report" -l format -d 'md (Markdown) or html' -r -f -a "md\t'Markdown'
+html\t'One self-contained HTML page'"
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from report" -s o -l out -d 'Write to FILE instead of stdout' -r -F
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from report" -s V -l version -d 'Print version'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Ask the broker to verify a session\'s record'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Export every recorded event in a period for a SIEM (audit role)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "report" -d 'Write the SOC 2 evidence report for a period (audit role)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgate -n "__fish_mcpgate_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "login" -d 'Sign in to a broker and keep the token in the OS keyring (or a 0600 file)'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "logout" -d 'Forget the token and the broker settings on this machine'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "status" -d 'Show who you are logged in as, at which broker, and until when'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "servers" -d 'List the MCP servers you may connect to'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "connect" -d 'Relay MCP between stdin/stdout and a server, through the broker'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "approvals" -d 'List the approval requests you may decide, and your own'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "approve" -d 'Approve a held call or an access request'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "deny" -d 'Deny a held call or an access request'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "request-access" -d 'Ask for access to a server for a while; an approver must grant it'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "grants" -d 'List access grants, live and expired, newest first'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "completions" -d 'Print a shell completion script to stdout'
-complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "login" -d 'Sign in to a broker and keep the token in the OS keyring (or a 0600 file)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "logout" -d 'Forget the token and the broker settings on this machine'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "status" -d 'Show who you are logged in as, at which broker, and until when'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "servers" -d 'List the MCP servers you may connect to'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "connect" -d 'Relay MCP between stdin/stdout and a server, through the broker'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "approvals" -d 'List the approval requests you may decide, and your own'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "approve" -d 'Approve a held call or an access request'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "deny" -d 'Deny a held call or an access request'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "request-access" -d 'Ask for access to a server for a while; an approver must grant it'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "grants" -d 'List access grants, live and expired, newest first'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "sessions" -d 'List recorded sessions, newest first'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "replay" -d 'Show a recorded session as a timeline'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "audit" -d 'Verify, export and report on session records (auditors)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and not __fish_seen_subcommand_from login logout status servers connect approvals approve deny request-access grants sessions replay audit completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Ask the broker to verify a session\'s record'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Export every recorded event in a period for a SIEM (audit role)'
+complete -c mcpgate -n "__fish_mcpgate_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "report" -d 'Write the SOC 2 evidence report for a period (audit role)'

@@ -39,14 +39,14 @@ pub struct Peer(pub SocketAddr);
 
 /// An API failure: a status, a stable code and a message for the caller.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     code: ErrorCode,
     message: String,
 }
 
 impl Failure {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -54,11 +54,11 @@ impl Failure {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
-    fn internal(message: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!(error = %message, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,7 +113,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, Failure>;
+pub(crate) type ApiResult<T> = Result<Json<T>, Failure>;
 
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
@@ -128,6 +128,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/approvals/{id}/decision", post(decide_approval))
         .route("/v1/access-requests", post(request_access))
         .route("/v1/access-grants", get(list_grants))
+        .merge(crate::records_api::routes())
         .with_state(broker)
 }
 
@@ -197,8 +198,8 @@ async fn login(
 }
 
 /// A verified API caller.
-struct Caller {
-    identity: Identity,
+pub(crate) struct Caller {
+    pub(crate) identity: Identity,
     /// When the presented token expires (unix seconds).
     expires_at: u64,
     /// A shorter certificate lifetime for this caller (CI workloads).
@@ -209,7 +210,11 @@ struct Caller {
 /// are looked up now (not taken from the token, so removing a role takes
 /// effect at once); for an OpenID Provider's token they come from its
 /// groups or claim rules, read from this very token.
-async fn caller(b: &Broker, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Failure> {
+pub(crate) async fn caller(
+    b: &Broker,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Caller, Failure> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -9,7 +9,9 @@
 //!   (argon2id), broker-signed bearer tokens, failed-login limits.
 //! - [`oidc`]: tokens from OpenID Providers (the company IdP, CI
 //!   platforms), verified against their published keys and mapped to roles.
-//! - [`api`]: the HTTPS API (login, servers, session requests).
+//! - [`api`]: the HTTPS API (login, servers, session requests);
+//!   [`records_api`]: its records part (list, replay, verify, export,
+//!   the evidence report).
 //! - [`session`] and [`store`]: session records and their embedded SQLite
 //!   store; one certificate opens one tunnel, once.
 //! - [`tunnel`]: the mTLS listener that admits a session certificate.
@@ -40,6 +42,7 @@ pub mod policy;
 pub mod proxy;
 pub mod quickstart;
 pub mod record;
+pub mod records_api;
 pub mod serve;
 pub mod session;
 pub mod store;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
-use mcpgate_shared::names::{ServerName, UserName};
+use mcpgate_shared::names::{ServerName, SessionId, UserName};
 
 use crate::approvals::ApprovalId;
 use crate::client::BrokerUrl;
@@ -37,17 +37,18 @@ Environment:
 Exit codes:
    0  success
    1  anything else (local files, OS keyring, broker-side or identity provider error,
-      a decision not confirmed at the prompt)
+      a decision not confirmed at the prompt, a record that fails mcpgate audit verify)
    2  usage: bad arguments or environment
   10  not logged in
   11  token expired or rejected (or not renewed), login refused, or login not completed
-  12  no access: to the server, to decide that approval request, or to request access
+  12  no access: to the server, to decide that approval request, to request access, or to
+      other users' records (needs a role with audit = true)
   13  unknown server
   14  broker or identity provider unreachable
   15  session certificate rejected or tunnel refused
   16  rate limited by the broker
   17  session ended by the broker
-  18  approval request not found (or not one you may see)
+  18  approval request or recorded session not found (or not one you may see)
   19  approval request no longer pending, or changed since it was shown
   20  access request denied by an approver
   21  access request expired or cancelled before anyone decided";
@@ -164,6 +165,40 @@ pub enum Command {
     /// Your own, and for the servers you approve, everyone's: who had
     /// access to which server until when, who approved it and why.
     Grants(GrantsArgs),
+
+    /// List recorded sessions, newest first
+    ///
+    /// Your own sessions; with a role that has audit = true, everyone's.
+    /// For each: the session id, user, server, when it started, how long it
+    /// ran, its state (live, closed, aborted: the broker stopped first,
+    /// deleted: removed by retention, with a signed tombstone), and how many
+    /// events, tool calls and denied calls it recorded. Replay one with
+    /// mcpgate replay SESSION.
+    Sessions(SessionsArgs),
+
+    /// Show a recorded session as a timeline
+    ///
+    /// First who opened it, when, from where and with which certificate;
+    /// then each event with its time since the start: messages (→ client
+    /// to server, ← server to client, ↩ the broker answering the client
+    /// itself, ↪ the broker to the server) with the method, the tool and
+    /// its arguments, results as they were masked, with how long the call
+    /// took and what was masked; decisions (ALLOW, DENY, HOLD, APPROVE, ...)
+    /// with the rule, the reason and the approvers; the end and the seal.
+    /// Text others chose is shown with invisible characters escaped.
+    ///
+    /// By default prints everything at once. --speed 1 replays with the
+    /// recorded timing, --speed 10 ten times faster. --follow keeps going
+    /// while a live session is recorded, until its seal. --output json
+    /// prints each event as one JSON line instead, exactly as recorded.
+    Replay(ReplayArgs),
+
+    /// Verify, export and report on session records (auditors)
+    ///
+    /// verify works on any session you may see; export and report need a
+    /// role with audit = true.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 
     /// Print a shell completion script to stdout
     ///
@@ -385,6 +420,201 @@ pub struct GrantsArgs {
     pub output: OutputArg,
 }
 
+/// A point in time on the command line, in unix milliseconds: RFC 3339
+/// (`2026-05-01T18:00:00Z`, UTC; the `Z` may be left out), a date
+/// (`2026-05-01`: midnight UTC), `now`, or a span back from now (`2h`,
+/// `7d`, `1h 30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeArg(pub u64);
+
+/// What `--since` and `--until` accept, for their help.
+const TIME_FORMS: &str =
+    "2026-05-01T18:00:00Z, 2026-05-01, now, or a span back from now like 2h or 7d";
+
+/// Parses a [`TimeArg`] relative to the clock.
+pub fn parse_time(text: &str) -> Result<TimeArg, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    parse_time_at(text, now)
+}
+
+/// Parses a [`TimeArg`] relative to `now_ms`.
+pub fn parse_time_at(text: &str, now_ms: u64) -> Result<TimeArg, String> {
+    let text = text.trim();
+    let err = || format!("{text:?} is not a time: use {TIME_FORMS}");
+    if text.is_empty() {
+        return Err(err());
+    }
+    if text == "now" {
+        return Ok(TimeArg(now_ms));
+    }
+    if text.starts_with(|c: char| c.is_ascii_digit()) && text.contains('-') {
+        let full = if text.len() == 10 {
+            format!("{text}T00:00:00Z")
+        } else {
+            text.to_owned()
+        };
+        let at = humantime::parse_rfc3339_weak(&full).map_err(|_| err())?;
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| err())?
+            .as_millis();
+        return u64::try_from(ms).map(TimeArg).map_err(|_| err());
+    }
+    let back = humantime::parse_duration(text).map_err(|_| err())?;
+    Ok(TimeArg(now_ms.saturating_sub(back.as_millis() as u64)))
+}
+
+/// A session id as mcpgate sessions lists it.
+pub fn parse_session(text: &str) -> Result<SessionId, String> {
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{e}; use an id as mcpgate sessions lists it"))
+}
+
+/// `--speed`: a positive number.
+pub fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "{text:?} is not a speed: use a number above 0, e.g. 1 for real time or 10 for ten times faster"
+        )),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Only this user's sessions (other users' need a role with audit = true)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<UserName>,
+
+    /// Only sessions to this server
+    #[arg(long, value_name = "SERVER")]
+    pub server: Option<ServerName>,
+
+    /// Only sessions active at or after this time: 2026-05-01T18:00:00Z,
+    /// 2026-05-01, or a span back from now like 2h or 7d
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<TimeArg>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The session's id, as mcpgate sessions lists it
+    #[arg(value_name = "SESSION", value_parser = parse_session)]
+    pub session: SessionId,
+
+    /// Keep going while the session is recorded, until it ends
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// Replay with the recorded timing divided by this: 1 is real time, 10
+    /// ten times faster (default: print at once)
+    #[arg(long, value_name = "X", value_parser = parse_speed)]
+    pub speed: Option<f64>,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Ask the broker to verify a session's record
+    ///
+    /// Checks every event's hash chain, the signed checkpoints and seal,
+    /// and the index entry, against the broker's audit key. Prints OK, or
+    /// each problem (which event, what is wrong) and exits 1. To verify
+    /// without trusting the broker, copy the records and its public key
+    /// and run mcpgate-broker verify.
+    Verify(AuditVerifyArgs),
+
+    /// Export every recorded event in a period for a SIEM (audit role)
+    ///
+    /// One event a line with stable field names (see the README): JSON
+    /// lines, or CSV with a header line. Shows a progress bar on stderr when
+    /// writing to a file from a terminal.
+    Export(ExportArgs),
+
+    /// Write the SOC 2 evidence report for a period (audit role)
+    ///
+    /// For each criterion (CC6.1, CC6.2/6.3, CC6.6, CC6.7, CC6.8,
+    /// CC7.2/7.3, CC8.1, C1.1/1.2 and the integrity of the records), what
+    /// the broker recorded: sessions, certificates issued, access requests,
+    /// decisions, approvals, masking, deletions, and the verification of
+    /// every record. Markdown or HTML.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// The session's id, as mcpgate sessions lists it
+    #[arg(value_name = "SESSION", value_parser = parse_session)]
+    pub session: SessionId,
+
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Events from this time on: 2026-05-01T18:00:00Z, 2026-05-01, or a
+    /// span back from now like 7d
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: TimeArg,
+
+    /// Events before this time (default: now)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<TimeArg>,
+
+    /// jsonl (one JSON object a line) or csv
+    #[arg(long, value_enum, default_value_t = ExportFormatArg::Jsonl)]
+    pub format: ExportFormatArg,
+
+    /// Write to FILE instead of stdout (kept as FILE.part until complete)
+    #[arg(long = "out", short = 'o', value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormatArg {
+    /// One JSON object a line
+    Jsonl,
+    /// CSV with a header line
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The period's start: 2026-05-01T18:00:00Z, 2026-05-01, or a span back
+    /// from now like 90d
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: TimeArg,
+
+    /// The period's end (default: now)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<TimeArg>,
+
+    /// md (Markdown) or html
+    #[arg(long, value_enum, default_value_t = ReportFormatArg::Md)]
+    pub format: ReportFormatArg,
+
+    /// Write to FILE instead of stdout
+    #[arg(long = "out", short = 'o', value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormatArg {
+    /// Markdown
+    Md,
+    /// One self-contained HTML page
+    Html,
+}
+
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to write the script for
@@ -419,6 +649,121 @@ mod tests {
         assert!(parse_access_duration("1500ms").is_err());
         assert!(parse_access_duration("an hour").is_err());
         assert!(parse_access_duration("").is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_dates_or_spans_back_from_now() {
+        let now = 1_800_000_000_000; // 2027-01-15T08:00:00Z
+        let at = |t: &str| parse_time_at(t, now).map(|t| t.0);
+        assert_eq!(at("2h"), Ok(now - 7_200_000));
+        assert_eq!(at("7d"), Ok(now - 7 * 86_400_000));
+        assert_eq!(at(" 1h 30m "), Ok(now - 5_400_000));
+        assert_eq!(at("now"), Ok(now));
+        assert_eq!(at("2027-01-15T08:00:00Z"), Ok(now));
+        assert_eq!(at("2027-01-15T08:00:00.250Z"), Ok(now + 250));
+        assert_eq!(at("2027-01-15 08:00:00"), Ok(now));
+        assert_eq!(at("2027-01-15"), Ok(now - 8 * 3_600_000));
+        for bad in [
+            "",
+            "yesterday",
+            "2027-13-01",
+            "2027-01-15T08:00:00+02:00",
+            "-2h",
+            "2h ago",
+        ] {
+            let err = at(bad).unwrap_err();
+            assert!(
+                err.contains("is not a time: use 2026-05-01T18:00:00Z"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn speeds_and_session_ids_are_checked() {
+        assert_eq!(parse_speed("1"), Ok(1.0));
+        assert_eq!(parse_speed("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "fast", "inf", "NaN"] {
+            assert!(parse_speed(bad).is_err(), "{bad}");
+        }
+        assert!(parse_session("5e550001-0000-4000-8000-000000000001").is_ok());
+        let err = parse_session("../etc/passwd").unwrap_err();
+        assert!(err.contains("mcpgate sessions lists it"), "{err}");
+    }
+
+    #[test]
+    fn record_commands_parse() {
+        let id = "5e550001-0000-4000-8000-000000000001";
+        let cli = Cli::try_parse_from([
+            "mcpgate", "sessions", "--user", "bob", "--server", "db", "--since", "2h", "-o", "json",
+        ])
+        .unwrap();
+        let Command::Sessions(s) = cli.command else {
+            panic!("not sessions")
+        };
+        assert_eq!(s.user.unwrap().as_str(), "bob");
+        assert_eq!(s.output.output, Output::Json);
+        assert!(s.since.is_some());
+
+        let cli =
+            Cli::try_parse_from(["mcpgate", "replay", id, "--follow", "--speed", "2"]).unwrap();
+        let Command::Replay(r) = cli.command else {
+            panic!("not replay")
+        };
+        assert_eq!(r.session.as_str(), id);
+        assert!(r.follow);
+        assert_eq!(r.speed, Some(2.0));
+
+        let cli = Cli::try_parse_from(["mcpgate", "audit", "verify", id]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Audit(AuditCommand::Verify(_))
+        ));
+        let cli = Cli::try_parse_from([
+            "mcpgate", "audit", "export", "--since", "7d", "--format", "csv", "-o", "e.csv",
+        ])
+        .unwrap();
+        let Command::Audit(AuditCommand::Export(e)) = cli.command else {
+            panic!("not export")
+        };
+        assert_eq!(e.format, ExportFormatArg::Csv);
+        assert_eq!(e.out.unwrap(), PathBuf::from("e.csv"));
+        assert!(e.until.is_none());
+        let cli = Cli::try_parse_from([
+            "mcpgate",
+            "audit",
+            "report",
+            "--since",
+            "2026-01-01",
+            "--until",
+            "2026-02-01",
+            "--format",
+            "html",
+        ])
+        .unwrap();
+        let Command::Audit(AuditCommand::Report(r)) = cli.command else {
+            panic!("not report")
+        };
+        assert_eq!(r.format, ReportFormatArg::Html);
+        assert_eq!(r.since.0, 1_767_225_600_000);
+
+        for bad in [
+            &["replay"][..],
+            &["replay", "a b"],
+            &["replay", id, "--speed", "0"],
+            &["sessions", "--since", "yesterday"],
+            &["audit", "export"],
+            &["audit", "export", "--since", "7d", "--format", "xml"],
+            &["audit", "report", "--since", "soon"],
+        ] {
+            let mut argv = vec!["mcpgate"];
+            argv.extend_from_slice(bad);
+            assert_eq!(
+                Cli::try_parse_from(argv).unwrap_err().exit_code(),
+                2,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,10 @@ use mcpgate_shared::api::{
 use mcpgate_shared::approval::{
     AccessRequest, Approval, ApprovalList, ApprovalQuery, DecisionRequest, GrantList,
 };
+use mcpgate_shared::names::SessionId;
+use mcpgate_shared::record::{
+    ExportQuery, RecordsQuery, ReplayQuery, ReportQuery, SessionSummary, VerifyReport,
+};
 use mcpgate_shared::secret::Secret;
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
@@ -31,6 +35,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A long poll is answered after at most its `wait_secs`; this much more
 /// covers the broker's work and the network before giving up on it.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
+/// Reading a whole record, verifying all records for a report: bigger
+/// work than a usual call.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A followed session or an export streams for as long as it takes; this
+/// only stops a stream that never ends.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The broker's base URL: `https`, a host, no credentials, query or
 /// fragment. Displayed without a trailing slash.
@@ -100,7 +110,8 @@ impl BrokerUrl {
     fn endpoint(&self, path: &str) -> Url {
         // Invariant: `self.0` is an absolute https URL ending in '/', and
         // `path` is one of this module's relative constants, possibly with
-        // a validated name (`ApprovalId`: `apr_` and hex digits) appended.
+        // a validated name (`ApprovalId`: `apr_` and hex digits;
+        // `SessionId`: letters, digits and `-`) appended.
         self.0
             .join(path)
             .expect("relative API path joins onto the base URL")
@@ -300,6 +311,91 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1/records`: recorded sessions, newest first.
+    pub async fn records(&self, query: &RecordsQuery) -> Result<Vec<SessionSummary>, Error> {
+        self.request(
+            Method::GET,
+            "v1/records",
+            Some(query),
+            None::<&()>,
+            ApiCall::Records,
+            Some(RECORD_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /v1/records/{session}`: the answer, whose body is NDJSON
+    /// events (read it with [`reqwest::Response::chunk`]). With `follow`,
+    /// it lasts until the session's seal.
+    pub async fn record_stream(
+        &self,
+        session: &SessionId,
+        follow: bool,
+    ) -> Result<reqwest::Response, Error> {
+        self.send(
+            Method::GET,
+            &format!("v1/records/{session}"),
+            Some(&ReplayQuery { follow }),
+            None::<&()>,
+            ApiCall::Record(session.as_str()),
+            Some(if follow {
+                STREAM_TIMEOUT
+            } else {
+                RECORD_TIMEOUT
+            }),
+        )
+        .await
+    }
+
+    /// `GET /v1/records/{session}/verify`.
+    pub async fn verify_record(&self, session: &SessionId) -> Result<VerifyReport, Error> {
+        self.request(
+            Method::GET,
+            &format!("v1/records/{session}/verify"),
+            None::<&()>,
+            None::<&()>,
+            ApiCall::Record(session.as_str()),
+            Some(RECORD_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /v1/audit/export`: the answer, with the event count in its
+    /// `x-mcpgate-export-events` header and the rows as its body.
+    pub async fn audit_export(&self, query: &ExportQuery) -> Result<reqwest::Response, Error> {
+        self.send(
+            Method::GET,
+            "v1/audit/export",
+            Some(query),
+            None::<&()>,
+            ApiCall::Audit,
+            Some(STREAM_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /v1/audit/report`: the report's text.
+    pub async fn audit_report(&self, query: &ReportQuery) -> Result<String, Error> {
+        let response = self
+            .send(
+                Method::GET,
+                "v1/audit/report",
+                Some(query),
+                None::<&()>,
+                ApiCall::Audit,
+                Some(RECORD_TIMEOUT),
+            )
+            .await?;
+        response.text().await.map_err(|e| self.unreachable(e))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        Error::Unreachable {
+            url: self.broker.to_string(),
+            cause: error::chain(&e.without_url()),
+        }
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -311,10 +407,7 @@ impl ApiClient {
             .await
     }
 
-    /// One API call. `path` is relative to the broker URL and made of this
-    /// module's constants and validated names only; `timeout` replaces the
-    /// usual one (long polls).
-    #[tracing::instrument(level = "debug", skip_all, fields(path))]
+    /// One API call with a JSON answer; see [`ApiClient::send`].
     async fn request<Q: Serialize, B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -324,6 +417,34 @@ impl ApiClient {
         call: ApiCall<'_>,
         timeout: Option<Duration>,
     ) -> Result<T, Error> {
+        let response = self.send(method, path, query, body, call, timeout).await?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            // The serde message may quote the body, and some bodies carry a
+            // token: say where it broke, never what was there.
+            Error::Broker(format!(
+                "the broker's answer to /{path} is not what this CLI expects ({:?} error at line {} column {}); check that the CLI and broker versions match",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+
+    /// One API call, up to a successful answer whose body is not read
+    /// yet; an error answer is read and mapped. `path` is relative to the
+    /// broker URL and made of this module's constants and validated names
+    /// only; `timeout` replaces the usual one (long polls, streams).
+    #[tracing::instrument(level = "debug", skip_all, fields(path))]
+    async fn send<Q: Serialize, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&Q>,
+        body: Option<&B>,
+        call: ApiCall<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, Error> {
         let url = self.broker.endpoint(path);
         let mut request = self.http.request(method, url);
         if let Some(query) = query {
@@ -340,15 +461,11 @@ impl ApiClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let unreachable = |e: reqwest::Error| Error::Unreachable {
-            url: self.broker.to_string(),
-            cause: error::chain(&e.without_url()),
-        };
-        let response = request.send().await.map_err(unreachable)?;
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(unreachable)?;
         tracing::debug!(path, status = status.as_u16(), "broker answered");
         if !status.is_success() {
+            let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
             return Err(error::from_api(
                 status.as_u16(),
                 &bytes,
@@ -356,16 +473,7 @@ impl ApiClient {
                 self.relogin.clone(),
             ));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            // The serde message may quote the body, and some bodies carry a
-            // token: say where it broke, never what was there.
-            Error::Broker(format!(
-                "the broker's answer to /{path} is not what this CLI expects ({:?} error at line {} column {}); check that the CLI and broker versions match",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })
+        Ok(response)
     }
 }
 

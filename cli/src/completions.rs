@@ -96,6 +96,9 @@ mod tests {
                 "deny",
                 "request-access",
                 "grants",
+                "sessions",
+                "replay",
+                "audit",
                 "completions",
             ] {
                 assert!(text.contains(sub), "{shell:?} script lacks {sub}");

@@ -8,17 +8,17 @@
 //! | code | meaning | what to do |
 //! | --- | --- | --- |
 //! | 0 | success | |
-//! | 1 | anything else: local files, the OS keyring, a broker-side error, an unexpected answer | read the message |
+//! | 1 | anything else: local files, the OS keyring, a broker-side error, an unexpected answer, a record that fails verification | read the message |
 //! | 2 | usage: bad arguments or environment (clap, broker URL, `--ca-cert` file, `MCPGATE_CREDENTIAL_STORE`) | see `mcpgate help` |
 //! | 10 | not logged in | `mcpgate login --broker URL` |
 //! | 11 | token expired or rejected (also when the identity provider will not renew it), login refused (wrong user name or password), or an OpenID Connect login that did not complete (denied, timed out, state or issuer mismatch) | log in again |
-//! | 12 | no access: to the server, to decide an approval request (not an approver for its server, or your own request), or to request access (role or duration) | the message says which; ask an admin or another approver |
+//! | 12 | no access: to the server, to decide an approval request (not an approver for its server, or your own request), to request access (role or duration), or to other users' records, exports and reports (needs a role with `audit = true`) | the message says which; ask an admin or another approver |
 //! | 13 | unknown server | `mcpgate servers` lists the names |
 //! | 14 | broker (HTTPS API or tunnel) or identity provider unreachable; the message has the URL and the cause | check the URL, the network and `--ca-cert` |
 //! | 15 | session certificate rejected or tunnel refused | run `mcpgate connect` again for a fresh session |
 //! | 16 | rate limited by the broker; the message says when to retry | wait, then try again |
 //! | 17 | session ended by the broker before the client was done | run `mcpgate connect` again |
-//! | 18 | approval request not found (or not one you may see) | `mcpgate approvals --all` lists the ids |
+//! | 18 | approval request or recorded session not found (or not one you may see) | `mcpgate approvals --all` and `mcpgate sessions` list the ids |
 //! | 19 | approval request no longer pending (already decided, expired, cancelled) or changed since it was shown | `mcpgate approvals --all` shows its state |
 //! | 20 | access request denied by an approver | ask the approver why, or request again |
 //! | 21 | access request expired or cancelled before anyone decided | request again; ask an approver to look |
@@ -188,6 +188,20 @@ pub enum Error {
         what: String,
     },
 
+    /// No recorded session with this id, or none the caller may see, or
+    /// its record was deleted: the broker's message says which.
+    #[error("{message}")]
+    RecordNotFound { session: String, message: String },
+
+    /// Someone else's records, an export or a report, without a role
+    /// that has `audit = true`; the broker's message says what was refused.
+    #[error("{message}")]
+    NotAuditor { message: String },
+
+    /// `mcpgate audit verify`: the record has problems (printed on stdout).
+    #[error("the record of session {session} failed verification: {problems} problem{}", if *problems == 1 { "" } else { "s" })]
+    VerifyFailed { session: String, problems: usize },
+
     /// The broker lacks an API this command needs (it is older than the
     /// CLI).
     #[error("{0}")]
@@ -223,8 +237,9 @@ impl Error {
             | Error::LoginFailed { .. } => exit::TOKEN_REJECTED,
             Error::NoAccess { .. }
             | Error::NotApprover { .. }
-            | Error::AccessRequestRefused { .. } => exit::NO_ACCESS,
-            Error::ApprovalNotFound { .. } => exit::NOT_FOUND,
+            | Error::AccessRequestRefused { .. }
+            | Error::NotAuditor { .. } => exit::NO_ACCESS,
+            Error::ApprovalNotFound { .. } | Error::RecordNotFound { .. } => exit::NOT_FOUND,
             Error::AlreadyDecided { .. } | Error::Conflict { .. } => exit::CONFLICT,
             Error::AccessDenied { .. } => exit::ACCESS_DENIED,
             Error::AccessNotGranted { .. } => exit::ACCESS_EXPIRED,
@@ -239,7 +254,8 @@ impl Error {
             | Error::Idp(_)
             | Error::Local { .. }
             | Error::Unsupported(_)
-            | Error::NotConfirmed(_) => exit::OTHER,
+            | Error::NotConfirmed(_)
+            | Error::VerifyFailed { .. } => exit::OTHER,
         }
     }
 
@@ -261,6 +277,13 @@ impl Error {
             Error::UnknownServer { .. } => "mcpgate servers lists the servers you may use".into(),
             Error::ApprovalNotFound { .. } => {
                 "check the id; mcpgate approvals --all lists the requests you may see".into()
+            }
+            Error::RecordNotFound { .. } => {
+                "check the id; mcpgate sessions lists the sessions you may see".into()
+            }
+            Error::NotAuditor { .. } => "ask an admin if you need it".into(),
+            Error::VerifyFailed { .. } => {
+                "the record changed after the broker wrote it or is incomplete: keep a copy of the output and tell your security team; mcpgate-broker verify checks the records offline".into()
             }
             Error::NotApprover { .. } => {
                 "only an approver for the server may decide, and never on their own request; ask another approver".into()
@@ -411,15 +434,25 @@ pub enum ApiCall<'a> {
     Approval(&'a str),
     /// `POST /v1/access-requests` for this server.
     AccessRequest(&'a ServerName),
+    /// `GET /v1/records`.
+    Records,
+    /// `GET /v1/records/{session}` or its verification.
+    Record(&'a str),
+    /// `GET /v1/audit/export` or `/v1/audit/report`.
+    Audit,
 }
 
 impl ApiCall<'_> {
-    /// Part of the approvals API, which older brokers do not have.
-    fn is_approvals_api(self) -> bool {
-        matches!(
-            self,
-            ApiCall::Approvals | ApiCall::Approval(_) | ApiCall::AccessRequest(_)
-        )
+    /// The name of the API this call belongs to when older brokers do
+    /// not have it.
+    fn newer_api(self) -> Option<&'static str> {
+        match self {
+            ApiCall::Approvals | ApiCall::Approval(_) | ApiCall::AccessRequest(_) => {
+                Some("approvals")
+            }
+            ApiCall::Records | ApiCall::Record(_) | ApiCall::Audit => Some("records"),
+            _ => None,
+        }
     }
 }
 
@@ -439,10 +472,11 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
             429 => Error::RateLimited {
                 message: format!("HTTP 429{}", suffix(&text)),
             },
-            // An unknown route, not an unknown approval (that comes with an
-            // error body).
-            404 | 405 if call.is_approvals_api() => Error::Unsupported(format!(
-                "the broker has no approvals API (HTTP {status}); it is older than this CLI"
+            // An unknown route, not an unknown approval or session (those
+            // come with an error body).
+            404 | 405 if call.newer_api().is_some() => Error::Unsupported(format!(
+                "the broker has no {} API (HTTP {status}); it is older than this CLI",
+                call.newer_api().unwrap_or_default()
             )),
             _ => Error::Broker(format!(
                 "the broker answered HTTP {status} without an error body{}",
@@ -477,6 +511,9 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
             server: server.clone(),
             message,
         },
+        (ErrorCode::Forbidden, ApiCall::Records | ApiCall::Record(_) | ApiCall::Audit) => {
+            Error::NotAuditor { message }
+        }
         (ErrorCode::Forbidden, _) => Error::NoAccess {
             server: None,
             message,
@@ -490,6 +527,14 @@ pub fn from_api(status: u16, body: &[u8], call: ApiCall<'_>, relogin: Option<Str
         (ErrorCode::NotFound, ApiCall::Approval(id)) => Error::ApprovalNotFound {
             id: id.to_owned(),
             message,
+        },
+        (ErrorCode::NotFound, ApiCall::Record(session)) => Error::RecordNotFound {
+            session: session.to_owned(),
+            message: if message.is_empty() {
+                format!("no recorded session {session} that you may see")
+            } else {
+                message
+            },
         },
         (ErrorCode::Conflict, ApiCall::Approval(id)) => Error::Conflict {
             id: id.to_owned(),
@@ -609,6 +654,10 @@ mod tests {
             (409, "conflict", approval, exit::CONFLICT),
             (401, "token_expired", approval, exit::TOKEN_REJECTED),
             (404, "not_found", ApiCall::Approvals, exit::OTHER),
+            (404, "not_found", ApiCall::Record("s-1"), exit::NOT_FOUND),
+            (403, "forbidden", ApiCall::Records, exit::NO_ACCESS),
+            (403, "forbidden", ApiCall::Audit, exit::NO_ACCESS),
+            (500, "internal", ApiCall::Record("s-1"), exit::OTHER),
         ];
         for (status, code, call, want) in cases {
             let err = from_api(*status, &body(code, "m"), *call, None);
@@ -766,6 +815,17 @@ mod tests {
             },
             Error::Unsupported("u".into()),
             Error::NotConfirmed("n".into()),
+            Error::RecordNotFound {
+                session: "s-1".into(),
+                message: "m".into(),
+            },
+            Error::NotAuditor {
+                message: "m".into(),
+            },
+            Error::VerifyFailed {
+                session: "s-1".into(),
+                problems: 2,
+            },
         ];
         for err in &all {
             assert!(exit::ALL.contains(&err.exit_code()), "{err:?}");
@@ -831,5 +891,35 @@ mod tests {
         assert_eq!(one_line("  a\n\n b\tc  ", 100), "a b c");
         assert_eq!(one_line("abcdef", 3), "abc...");
         assert_eq!(one_line("\x1b[31mred", 100), "[31mred");
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn record_errors_say_what_happened_and_what_to_do() {
+        let body = br#"{"error":"not_found","message":"no recorded session s-1 that you may see"}"#;
+        let err = from_api(404, body, ApiCall::Record("s-1"), None);
+        assert_eq!(err.exit_code(), exit::NOT_FOUND);
+        assert_eq!(
+            err.report(),
+            "no recorded session s-1 that you may see; check the id; mcpgate sessions lists the sessions you may see"
+        );
+        let body = br#"{"error":"forbidden","message":"exporting records needs a role with audit = true"}"#;
+        let err = from_api(403, body, ApiCall::Audit, None);
+        assert_eq!(
+            err.report(),
+            "exporting records needs a role with audit = true; ask an admin if you need it"
+        );
+        let err = from_api(404, b"", ApiCall::Records, None);
+        assert!(err.report().contains("no records API"), "{}", err.report());
+        let err = Error::VerifyFailed {
+            session: "s-1".into(),
+            problems: 1,
+        };
+        assert_eq!(err.exit_code(), exit::OTHER);
+        assert!(err.to_string().ends_with("1 problem"));
     }
 }

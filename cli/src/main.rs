@@ -5,7 +5,8 @@
 //! - [`login`], [`logout`], [`status`], [`servers`], [`connect`],
 //!   [`completions`]: one module per subcommand; [`approvals`] (list and
 //!   watch approval requests), [`decide`] (approve, deny), [`access`]
-//!   (request-access, grants).
+//!   (request-access, grants); [`sessions`] (recorded sessions), [`replay`]
+//!   (a record as a timeline), [`audit`] (verify, export, report).
 //! - [`context`], [`state`], [`credentials`]: the state dir, the non-secret
 //!   login state, and the token (OS keyring or a 0600 file); [`token`]: an
 //!   OpenID Connect login's stored tokens and when to renew them;
@@ -27,6 +28,7 @@
 mod access;
 mod approvals;
 mod args;
+mod audit;
 mod callback;
 mod ci;
 mod client;
@@ -42,7 +44,9 @@ mod logout;
 mod oidc;
 mod refresh;
 mod relay;
+mod replay;
 mod servers;
+mod sessions;
 mod state;
 mod status;
 #[cfg(test)]
@@ -95,6 +99,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             Command::Deny(args) => decide::run(args, false, &ctx).await,
             Command::RequestAccess(args) => access::request(args, &ctx).await,
             Command::Grants(args) => access::grants(args, &ctx).await,
+            Command::Sessions(args) => sessions::run(args, &ctx).await,
+            Command::Replay(args) => replay::run(args, &ctx).await,
+            Command::Audit(command) => audit::run(command, &ctx).await,
             Command::Completions(args) => completions::run(args),
         }
     });

@@ -195,7 +195,9 @@ pub struct SessionSummary {
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<u64>,
-    /// `live`, `closed`, `aborted` or `deleted`.
+    /// `live`, `closed`, `aborted` or `deleted`; `damaged` when the
+    /// record cannot be read, `missing` when the index lists it but its
+    /// file is gone.
     pub state: String,
     pub events: u64,
     /// Tool calls forwarded, and calls denied.

@@ -13,11 +13,14 @@
 //! - [`oidc`]: tokens from a real OpenID Provider at the broker; forged ones refused.
 //! - [`oidc_cli`]: `mcpgate login` through that provider (browser, device, CI).
 //! - [`quickstart`]: the README's one-command broker and demo session.
+//! - [`audit`]: sessions listed, replayed (live too), verified, exported
+//!   and reported on through the CLI; nobody sees another's.
 //! - [`recording`]: the session record after a crash; verification.
 //! - [`masking`]: customer records masked on their way to a real client,
 //!   evasions through a real server, nothing clear kept, fail closed.
 
 mod approvals;
+mod audit;
 mod bad_input;
 mod fixtures;
 mod masking;

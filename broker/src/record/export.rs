@@ -279,14 +279,15 @@ impl<F: FnMut(Vec<u8>) -> bool> Sink for F {
 /// Rows into bytes.
 enum Encoder {
     Jsonl(Vec<u8>),
-    Csv(csv::Writer<Vec<u8>>),
+    // Boxed: the writer carries its own buffer and state.
+    Csv(Box<csv::Writer<Vec<u8>>>),
 }
 
 impl Encoder {
     fn new(format: ExportFormat) -> Encoder {
         match format {
             ExportFormat::Jsonl => Encoder::Jsonl(Vec::with_capacity(CHUNK + 4096)),
-            ExportFormat::Csv => Encoder::Csv(csv_writer()),
+            ExportFormat::Csv => Encoder::Csv(Box::new(csv_writer())),
         }
     }
 
@@ -322,7 +323,7 @@ impl Encoder {
                 if w.get_ref().len() < min.max(1) {
                     return None;
                 }
-                let full = std::mem::replace(w, csv_writer());
+                let full = std::mem::replace(w, Box::new(csv_writer()));
                 full.into_inner().ok()
             }
         }

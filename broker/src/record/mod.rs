@@ -11,7 +11,7 @@
 //!   checkpoints and seals, crash recovery, retention with tombstones.
 //! - [`verify`]: offline verification of records with only the public key.
 //! - [`reader`]: listing sessions and reading their events (replay, export).
-//! - [`config`]: `[recording]`.
+//! - [`config`]: the `[recording]` section.
 //!
 //! The schema of each line is `mcpgate_shared::record`.
 

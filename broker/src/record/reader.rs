@@ -751,14 +751,14 @@ pub(crate) mod tests {
                 user: user("bob"),
                 ..Default::default()
             }),
-            [b.clone()]
+            vec![b.clone()]
         );
         assert_eq!(
             only(ListFilter {
                 server: Some("db".parse().unwrap()),
                 ..Default::default()
             }),
-            [a.clone()]
+            vec![a.clone()]
         );
         // Since after alice's session ended: only the live one.
         let after = s.ended_ms.unwrap() + 1;
@@ -767,7 +767,7 @@ pub(crate) mod tests {
                 since_ms: Some(after),
                 ..Default::default()
             }),
-            [b.clone()]
+            vec![b.clone()]
         );
 
         let events = read(store, &a).unwrap();

@@ -305,8 +305,25 @@ fn when_ms(ms: u64) -> String {
     when_s(ms / 1000)
 }
 
+/// `90d`, `8h`, `1h 30m`, `10s`: whole units, largest first.
 fn span(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text.join(" ")
+    }
 }
 
 fn names<T: AsRef<str>>(items: &[T]) -> String {
@@ -872,14 +889,20 @@ pub fn render(e: &Evidence, format: ReportFormat) -> String {
     }
 }
 
-/// Text made inert in Markdown: one line, every character with a meaning
-/// backslash-escaped (a user name cannot become a link or break a table).
+/// Text made inert in Markdown: one line, and every character that could
+/// start a link, an inline HTML tag, an entity, emphasis, code or a table
+/// cell backslash-escaped, as is a leading character that could start a
+/// block (a heading, a list item) — so text chosen by others cannot
+/// become a link or break a table.
 pub fn md(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, c) in text.chars().enumerate() {
         match c {
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '<' | '>' | '(' | ')' | '#' | '+'
-            | '-' | '!' | '|' | '~' | '&' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | '-' | '+' | '=' if i == 0 => {
                 out.push('\\');
                 out.push(c);
             }
@@ -930,6 +953,9 @@ pub fn markdown(e: &Evidence) -> String {
         let _ = writeln!(o, "| {} | {} |", md(s.title), md(&s.summary));
     }
     for s in &sections {
+        while o.ends_with("\n\n") {
+            o.pop();
+        }
         let _ = writeln!(o, "\n## {}\n", md(s.title));
         for b in &s.blocks {
             match b {
@@ -1331,7 +1357,8 @@ mod tests {
     #[test]
     fn markdown_text_cannot_break_out() {
         assert_eq!(md("a|b"), "a\\|b");
-        assert_eq!(md("[x](http://y)"), "\\[x\\]\\(http://y\\)");
+        assert_eq!(md("[x](http://y)"), "\\[x\\](http://y)");
+        assert_eq!(md("# not-a-heading"), "\\# not-a-heading");
         assert_eq!(md("<b>\nx"), "\\<b\\> x");
         assert_eq!(
             esc("<a href='x'>&\"</a>"),

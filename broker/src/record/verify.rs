@@ -59,40 +59,33 @@ pub enum Which {
 
 /// Verifies records in `store` against `public`. Never fails: what cannot
 /// be read is a problem in the report.
+///
+/// The store may be in use: a broker appends to records and the index
+/// while this reads them (`mcpgate audit verify`, the evidence report).
+/// The index is read first and each record after it, and the writer puts
+/// a record's lines on disk before the index line that names them, so a
+/// record can only be ahead of the index read earlier: sealed, or new,
+/// where the index does not say so yet. For those (and for an index read
+/// in the middle of a write) the index is read again, once it has grown,
+/// and used if it extends what was read: it is verified in full like the
+/// first. A changed or cut index never grows into a match.
 pub fn verify(store: &dyn RecordStore, public: &AuditPub, which: &Which) -> VerifyReport {
-    let mut report = VerifyReport {
-        ok: true,
-        sessions: 0,
-        events: 0,
-        problems: Vec::new(),
-        notes: Vec::new(),
-    };
-    let index = match store.read_index() {
-        Ok(bytes) => check_index(&bytes, public),
-        Err(e) => {
-            let mut index = check_index(&[], public);
-            index
-                .problems
-                .push(format!("cannot be read from {}: {e}", store.describe()));
-            index
-        }
-    };
-    push_capped(&mut report.problems, "index", index.problems);
-
+    let mut index = IndexView::read(store, public);
+    let mut extra = Vec::new();
     let sessions: Vec<SessionId> = match which {
         Which::Session(id) => vec![id.clone()],
         Which::All => {
-            let mut all = index.order.clone();
+            let mut all = index.outcome.order.clone();
             match store.sessions() {
                 Ok(mut stored) => {
                     stored.sort();
                     for id in stored {
-                        if !index.listings.contains_key(&id) {
+                        if !index.outcome.listings.contains_key(&id) {
                             all.push(id);
                         }
                     }
                 }
-                Err(e) => report.problems.push(format!(
+                Err(e) => extra.push(format!(
                     "index: the records beside it cannot be listed in {}: {e}",
                     store.describe()
                 )),
@@ -100,13 +93,39 @@ pub fn verify(store: &dyn RecordStore, public: &AuditPub, which: &Which) -> Veri
             all
         }
     };
-    for id in &sessions {
-        let mut outcome = Outcome::default();
-        let listing = index.listings.get(id);
-        if let Some(l) = listing {
-            outcome.problems.extend(l.problems.iter().cloned());
+    let mut rereads = 0;
+    let mut checked = Vec::with_capacity(sessions.len());
+    for id in sessions {
+        let mut outcome = check_listed(store, &id, &index, public);
+        while outcome.racy && rereads < INDEX_REREADS {
+            rereads += 1;
+            let Some(newer) = index.newer(store, public) else {
+                break;
+            };
+            index = newer;
+            outcome = check_listed(store, &id, &index, public);
         }
-        check_session(store, id, listing, public, &mut outcome);
+        checked.push((id, outcome));
+    }
+    // A partial last line read mid-write has had the records' time to
+    // complete.
+    if index.outcome.torn
+        && rereads < INDEX_REREADS
+        && let Some(newer) = index.newer(store, public)
+    {
+        index = newer;
+    }
+
+    let mut report = VerifyReport {
+        ok: true,
+        sessions: 0,
+        events: 0,
+        problems: Vec::new(),
+        notes: Vec::new(),
+    };
+    push_capped(&mut report.problems, "index", index.outcome.problems);
+    report.problems.extend(extra);
+    for (id, outcome) in checked {
         report.sessions += 1;
         report.events += outcome.events;
         let label = format!("session {id}");
@@ -117,6 +136,60 @@ pub fn verify(store: &dyn RecordStore, public: &AuditPub, which: &Which) -> Veri
     }
     report.ok = report.problems.is_empty();
     report
+}
+
+/// How many times one verification reads a grown index again.
+const INDEX_REREADS: usize = 8;
+
+/// The index as read once, and what checking it found.
+struct IndexView {
+    bytes: Vec<u8>,
+    outcome: IndexOutcome,
+}
+
+impl IndexView {
+    /// Reads and checks the index.
+    fn read(store: &dyn RecordStore, public: &AuditPub) -> IndexView {
+        match store.read_index() {
+            Ok(bytes) => IndexView {
+                outcome: check_index(&bytes, public),
+                bytes,
+            },
+            Err(e) => {
+                let mut outcome = check_index(&[], public);
+                outcome
+                    .problems
+                    .push(format!("cannot be read from {}: {e}", store.describe()));
+                IndexView {
+                    bytes: Vec::new(),
+                    outcome,
+                }
+            }
+        }
+    }
+
+    /// The index read again, if it has grown from this one.
+    fn newer(&self, store: &dyn RecordStore, public: &AuditPub) -> Option<IndexView> {
+        let fresh = IndexView::read(store, public);
+        (fresh.bytes.len() > self.bytes.len() && fresh.bytes.starts_with(&self.bytes))
+            .then_some(fresh)
+    }
+}
+
+/// Checks one session against what `index` lists for it.
+fn check_listed(
+    store: &dyn RecordStore,
+    id: &SessionId,
+    index: &IndexView,
+    public: &AuditPub,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let listing = index.outcome.listings.get(id);
+    if let Some(l) = listing {
+        outcome.problems.extend(l.problems.iter().cloned());
+    }
+    check_session(store, id, listing, public, &mut outcome);
+    outcome
 }
 
 /// Adds `problems` under `label`, the first [`SHOWN_PROBLEMS`] of them.
@@ -138,6 +211,9 @@ struct Outcome {
     problems: Vec<String>,
     notes: Vec<String>,
     events: u64,
+    /// A problem that a newer index may resolve (the record is ahead of
+    /// the index read before it).
+    racy: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -589,15 +665,13 @@ impl<T> Scanner<T> {
             // Reported when the chain went past it; place it now.
             self.late.remove(&s);
             match s.checked_sub(1) {
-                Some(before) => {
-                    if self.chain.get(&before).is_some_and(|l| l.hash != link.prev) {
-                        let p = format!(
-                            "{} does not follow {}: its prev is not that line's hash",
-                            self.noun.at(s),
-                            self.noun.at(before)
-                        );
-                        self.problem(p);
-                    }
+                Some(before) if self.chain.get(&before).is_some_and(|l| l.hash != link.prev) => {
+                    let p = format!(
+                        "{} does not follow {}: its prev is not that line's hash",
+                        self.noun.at(s),
+                        self.noun.at(before)
+                    );
+                    self.problem(p);
                 }
                 None if link.prev != self.genesis => {
                     let p = format!(
@@ -607,7 +681,7 @@ impl<T> Scanner<T> {
                     );
                     self.problem(p);
                 }
-                None => {}
+                _ => {}
             }
             self.chain.insert(s, link);
             return;
@@ -730,6 +804,8 @@ struct Listing {
 #[derive(Debug, Default)]
 struct IndexOutcome {
     problems: Vec<String>,
+    /// It ends in a partial line.
+    torn: bool,
     listings: HashMap<SessionId, Listing>,
     /// Sessions in the order the index first names them.
     order: Vec<SessionId>,
@@ -742,6 +818,7 @@ fn check_index(bytes: &[u8], public: &AuditPub) -> IndexOutcome {
     let genesis = format::genesis(format::INDEX_CHAIN);
     let scan = scan(reads, genesis, "the index".into(), ENTRY, |_| false);
     out.problems = scan.problems;
+    out.torn = torn > 0;
     if torn > 0 {
         out.problems.push(format!(
             "{} is damaged: the index ends in a partial line ({torn} bytes)",
@@ -776,9 +853,9 @@ fn check_index(bytes: &[u8], public: &AuditPub) -> IndexOutcome {
 }
 
 impl Listing {
+    /// Takes in index entry `seq` about this session.
     fn note(&mut self, seq: u64, body: &IndexBody) {
-        let after_delete = |l: &Listing| l.delete.as_ref().map(|d| d.0);
-        if let Some(d) = after_delete(self) {
+        if let Some(d) = self.delete.as_ref().map(|d| d.0) {
             self.problems.push(format!(
                 "the index names it again (entry {seq}) after its tombstone (entry {d})"
             ));
@@ -927,6 +1004,7 @@ fn check_record(
     if matches!(status, Status::Unlisted) {
         out.problems
             .push("it has a record but is not in the index".into());
+        out.racy = true;
     }
     if let Some(Listing {
         delete: Some((d, ..)),
@@ -1055,6 +1133,7 @@ fn check_record(
             out.problems.push(format!(
                 "the record is sealed (seal at event {k}) but the index does not close it"
             ));
+            out.racy = true;
         }
         (Some(k), Status::Closed(entry, state, events, head)) => {
             let ours = scan.chain.get(&k).map(|l| l.hash.hex()).unwrap_or_default();

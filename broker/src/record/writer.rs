@@ -815,16 +815,34 @@ impl Writer {
                 .map_err(|e| write_err(session, e))?;
         }
         let mut state = ChainState::new(session.as_str());
-        if let Some(last) = complete
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .next_back()
-        {
-            let split = format::split(last).map_err(|e| write_err(session, e))?;
+        let mut lines_back = complete.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+        let parse = |line: &[u8]| -> Result<(Event, Hash), RecordError> {
+            let split = format::split(line).map_err(|e| write_err(session, e))?;
             let event: Event =
                 serde_json::from_slice(&split.body).map_err(|e| write_err(session, e))?;
+            Ok((event, format::hash_body(Chain::Session, &split.body)))
+        };
+        if let Some(last) = lines_back.next_back() {
+            let (event, hash) = parse(last)?;
+            if let Body::Seal { .. } = event.body {
+                // Sealed, and the crash came before the index heard of it
+                // (records are written before the index): close it in the
+                // index as it was sealed, adding nothing to the record.
+                let end = match lines_back.next_back().map(parse).transpose()? {
+                    Some((
+                        Event {
+                            body: Body::End { state, .. },
+                            ..
+                        },
+                        _,
+                    )) => state,
+                    _ => EndState::Aborted,
+                };
+                self.close_in_index(session, end, event.seq + 1, hash)?;
+                return Ok(torn as u64);
+            }
             state.seq = event.seq + 1;
-            state.prev = format::hash_body(Chain::Session, &split.body);
+            state.prev = hash;
         }
         let mut lines = self.session_line(
             &mut state,
@@ -841,20 +859,31 @@ impl Writer {
             .and_then(|()| self.store.sync(std::slice::from_ref(session), false))
             .map_err(|e| write_err(session, e))?;
         self.store.close(session);
+        self.close_in_index(session, EndState::Aborted, state.seq, state.prev)?;
+        tracing::warn!(%session, "session record sealed as aborted");
+        Ok(torn as u64)
+    }
+
+    /// Writes and syncs the index line that closes a sealed record.
+    fn close_in_index(
+        &mut self,
+        session: &SessionId,
+        state: EndState,
+        events: u64,
+        head: Hash,
+    ) -> Result<(), RecordError> {
         let (line, _) = self.index_line(
             session,
             IndexBody::Close {
-                state: EndState::Aborted,
-                events: state.seq,
-                head: state.prev.hex(),
+                state,
+                events,
+                head: head.hex(),
             },
         );
         self.store
             .append_index(&line)
             .and_then(|()| self.store.sync(&[], true))
-            .map_err(|e| RecordError::Index(e.to_string()))?;
-        tracing::warn!(%session, "session record sealed as aborted");
-        Ok(torn as u64)
+            .map_err(|e| RecordError::Index(e.to_string()))
     }
 }
 
