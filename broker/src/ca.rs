@@ -114,7 +114,7 @@ pub fn serial_hex(serial: &[u8]) -> String {
 }
 
 /// What `init` creates: the CA, the broker's TLS certificate, and the
-/// Ed25519 keys for tokens and (later) audit records.
+/// Ed25519 keys for tokens and for signing session records.
 pub fn create(dir: &Path, public_names: &[String]) -> Result<(), CaError> {
     let ca_key_path = dir.join(CA_KEY);
     if ca_key_path.exists() || dir.join(CA_CERT).exists() {

@@ -57,7 +57,6 @@ pub fn create(dir: &Path, names: &[String]) -> anyhow::Result<()> {
     };
     ca::create(dir, public)?;
     crate::mask::MaskKey::load_or_create(dir)?;
-    crate::record::AuditKey::load_or_create(dir)?;
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.exists() {
         let text = example_config(names)?;

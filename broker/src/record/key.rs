@@ -8,12 +8,12 @@ use std::path::Path;
 use anyhow::Context;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 use super::format::{Hash, signed_message};
 
-pub const AUDIT_KEY_FILE: &str = "audit.key";
-pub const AUDIT_PUB_FILE: &str = "audit.pub";
+pub const AUDIT_KEY_FILE: &str = crate::ca::AUDIT_KEY;
+pub const AUDIT_PUB_FILE: &str = crate::ca::AUDIT_PUB;
 
 /// Signs with the audit key. `Debug` shows only the public half.
 pub struct AuditKey(SigningKey);
@@ -126,7 +126,6 @@ impl AuditPub {
     pub fn verify(&self, hash: &Hash, sig: &[u8; 64]) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(sig);
         self.0.verify_strict(&signed_message(hash), &sig).is_ok()
-            && self.0.verify(&signed_message(hash), &sig).is_ok()
     }
 
     /// Hex of the raw 32-byte key, for messages and reports.

@@ -478,6 +478,84 @@ async fn a_killed_broker_recovers_the_session_as_aborted_and_it_verifies() {
 }
 
 #[tokio::test]
+async fn an_open_record_too_damaged_to_seal_is_left_as_evidence_and_the_broker_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (sid(11), sid(12));
+    let store = Arc::new(FileStore::create(dir.path()).unwrap());
+    let (recorder, _) = Recorder::start(store, key(), &config(4)).unwrap();
+    for id in [&a, &b] {
+        recorder.open(id, start_of("alice")).await.unwrap();
+        for body in session_events(id, "alice", 1) {
+            recorder.append(id, body).await.unwrap();
+        }
+    }
+    let public = recorder.public().clone();
+    recorder.stop();
+    drop(recorder);
+    // Someone overwrote the last line of one open record with garbage.
+    let path = FileStore::at(dir.path()).session_path(&a);
+    let mut lines = split_lines(&std::fs::read(&path).unwrap());
+    *lines.last_mut().unwrap() = b"not a record line\n".to_vec();
+    std::fs::write(&path, lines.concat()).unwrap();
+    let damaged = std::fs::read(&path).unwrap();
+
+    let store = Arc::new(FileStore::create(dir.path()).unwrap());
+    let (recorder, recovered) = Recorder::start(store, key(), &config(4)).unwrap();
+    assert_eq!(recovered.aborted, vec![b.clone()]);
+    assert_eq!(recovered.damaged, vec![a.clone()]);
+    // It still records new sessions, and the damaged record is untouched.
+    let c = sid(13);
+    recorder.open(&c, start_of("bob")).await.unwrap();
+    recorder
+        .close(&c, EndState::Closed, "client closed")
+        .await
+        .unwrap();
+    recorder.stop();
+    assert_eq!(std::fs::read(&path).unwrap(), damaged);
+    let report = verify(&FileStore::at(dir.path()), &public, &Which::All);
+    assert!(!report.ok);
+    assert!(
+        report.problems.iter().all(|p| p.contains(a.as_str())),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn unsigned_events_are_signed_after_checkpoint_interval_without_more_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = sid(14);
+    let config = RecordingSection {
+        checkpoint_events: 1_000_000,
+        checkpoint_interval: Duration::from_millis(100),
+        ..RecordingSection::default()
+    };
+    let store = Arc::new(FileStore::create(dir.path()).unwrap());
+    let (recorder, _) = Recorder::start(store, key(), &config).unwrap();
+    let mut batches = recorder.subscribe();
+    recorder.open(&id, start_of("alice")).await.unwrap();
+    let path = FileStore::at(dir.path()).session_path(&id);
+    let checkpointed = || {
+        split_lines(&std::fs::read(&path).unwrap())
+            .iter()
+            .any(|l| l.windows(22).any(|w| w == br#""type":"checkpoint","e"#))
+    };
+    assert!(!checkpointed());
+    // The writer wakes by itself when the interval is up: each batch it
+    // writes bumps the watch, so this waits for writes, not for time.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !checkpointed() {
+            batches.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("a checkpoint within the interval");
+    recorder.stop();
+    let report = verify(&FileStore::at(dir.path()), recorder.public(), &Which::All);
+    assert!(report.ok, "{report:#?}");
+}
+
+#[tokio::test]
 async fn a_session_killed_before_its_start_was_written_verifies_as_aborted() {
     let dir = tempfile::tempdir().unwrap();
     let id = sid(3);

@@ -102,6 +102,8 @@ pub struct Recovered {
     pub aborted: Vec<SessionId>,
     /// Bytes of torn last lines cut off (never acknowledged).
     pub torn_bytes: u64,
+    /// Open records too damaged to seal; left for `verify` to describe.
+    pub damaged: Vec<SessionId>,
 }
 
 impl Recorder {
@@ -335,6 +337,15 @@ impl Batch {
     }
 }
 
+/// What one batch's writes came to.
+#[derive(Default)]
+struct Written {
+    failed: HashMap<SessionId, String>,
+    index_failed: Option<String>,
+    touched: Vec<SessionId>,
+    index: bool,
+}
+
 /// An acknowledgement waiting for its batch to be durable.
 enum Pending {
     Open(SessionId, Ack<()>),
@@ -479,34 +490,34 @@ impl Writer {
 
     fn batch(&mut self, ops: Vec<Op>) {
         let mut batch = Batch::default();
+        let mut written = Written::default();
         let mut pending = Vec::with_capacity(ops.len());
         for op in ops {
+            let open = matches!(op, Op::Open { .. });
+            if open {
+                // An index `open` reaches the disk before its record's
+                // first line (recovery never adopts a record the index does
+                // not list): what came before goes first, in order.
+                self.write(&mut batch, &mut written);
+            }
             pending.push(self.apply(op, &mut batch));
+            if open {
+                self.write_index(&mut batch, &mut written);
+            }
         }
         self.due_checkpoints(&mut batch);
-
-        // Write: records first, then the index, so an index `close` never
-        // names a seal that is not on disk.
-        let mut failed: HashMap<SessionId, String> = HashMap::new();
-        for session in &batch.order {
-            if let Err(e) = self.store.append(session, &batch.sessions[session]) {
-                failed.insert(session.clone(), e.to_string());
-            } else {
-                self.unsynced.insert(session.clone());
-            }
-        }
-        let mut index_failed = None;
-        if !batch.index.is_empty() {
-            match self.store.append_index(&batch.index) {
-                Ok(()) => self.index_unsynced = true,
-                Err(e) => index_failed = Some(e.to_string()),
-            }
-        }
+        self.write(&mut batch, &mut written);
+        let Written {
+            mut failed,
+            mut index_failed,
+            touched,
+            index,
+        } = written;
         if let Err(e) = self.sync_policy(&batch) {
-            for session in &batch.order {
+            for session in &touched {
                 failed.entry(session.clone()).or_insert_with(|| e.clone());
             }
-            if !batch.index.is_empty() {
+            if index {
                 index_failed.get_or_insert(e);
             }
         }
@@ -522,13 +533,55 @@ impl Writer {
                 state.broken = Some(e.clone());
             }
         }
-        for session in batch.closing.iter().chain(&batch.deleting) {
+        for session in &batch.closing {
             self.store.close(session);
+        }
+        // Retention: a record goes only once its tombstone is durable, so a
+        // crash in between leaves a record with a tombstone, never a
+        // record missing without one.
+        if index_failed.is_none() {
+            for session in &batch.deleting {
+                if let Err(e) = self.store.delete(session) {
+                    tracing::error!(%session, error = %e, "retention: cannot delete a record after its tombstone");
+                }
+            }
         }
         for p in pending {
             self.acknowledge(p, &failed, index_failed.as_deref());
         }
         self.written.send_modify(|n| *n += 1);
+    }
+
+    /// Writes what `batch` holds so far: records first, then the index,
+    /// so an index `close` never names a seal that is not on disk.
+    fn write(&mut self, batch: &mut Batch, written: &mut Written) {
+        for session in std::mem::take(&mut batch.order) {
+            let lines = batch.sessions.remove(&session).unwrap_or_default();
+            if let Err(e) = self.store.append(&session, &lines) {
+                written.failed.insert(session.clone(), e.to_string());
+            } else {
+                self.unsynced.insert(session.clone());
+            }
+            written.touched.push(session);
+        }
+        self.write_index(batch, written);
+    }
+
+    fn write_index(&mut self, batch: &mut Batch, written: &mut Written) {
+        if batch.index.is_empty() {
+            return;
+        }
+        written.index = true;
+        if written.index_failed.is_some() {
+            // Later index lines chain to ones that never reached the disk.
+            batch.index.clear();
+            return;
+        }
+        match self.store.append_index(&batch.index) {
+            Ok(()) => self.index_unsynced = true,
+            Err(e) => written.index_failed = Some(e.to_string()),
+        }
+        batch.index.clear();
     }
 
     fn acknowledge(
@@ -687,10 +740,6 @@ impl Writer {
                 );
                 let mut n = 0;
                 for (session, events, head) in due {
-                    if let Err(e) = self.store.delete(&session) {
-                        tracing::error!(%session, error = %e, "retention: cannot delete a record");
-                        continue;
-                    }
                     let (line, _) = self.index_line(
                         &session,
                         IndexBody::Delete {
@@ -790,11 +839,23 @@ impl Writer {
             self.note_listed(&entry);
         }
         for session in open {
-            out.torn_bytes += self.recover_session(
+            match self.recover_session(
                 &session,
                 "the broker stopped before the session ended (recovered at the next start)",
-            )?;
-            out.aborted.push(session);
+            ) {
+                Ok(torn) => {
+                    out.torn_bytes += torn;
+                    out.aborted.push(session);
+                }
+                // The index cannot be written: nothing can be recorded.
+                Err(RecordError::Index(e)) => return Err(RecordError::Index(e)),
+                // A record damaged past its torn tail is evidence: left as
+                // it is for `verify` to describe, and the broker starts.
+                Err(e) => {
+                    tracing::error!(%session, error = %e, "ALARM: a record left open could not be sealed; it stays as it is");
+                    out.damaged.push(session);
+                }
+            }
         }
         Ok(out)
     }
