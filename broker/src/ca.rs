@@ -80,7 +80,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), CaError> {
     f.sync_all().map_err(io_err(path))
 }
 
-fn write_public(path: &Path, contents: &[u8]) -> Result<(), CaError> {
+pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), CaError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -110,7 +110,7 @@ fn random_serial() -> SerialNumber {
 
 /// Serial numbers are stored and logged as lowercase hex.
 pub fn serial_hex(serial: &[u8]) -> String {
-    serial.iter().map(|b| format!("{b:02x}")).collect()
+    mcpgate_shared::hex::encode(serial)
 }
 
 /// What `init` creates: the CA, the broker's TLS certificate, and the

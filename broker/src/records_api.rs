@@ -174,7 +174,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
 /// `since` and `until` (unix ms) as a window: `until` defaults to now and
 /// is at most now, so an export's count cannot grow while it is sent.
 fn window(since: Option<u64>, until: Option<u64>) -> Result<Window, Failure> {
-    let now = crate::record::writer::now_ms();
+    let now = crate::approval::now_ms();
     let until = until.unwrap_or(now).min(now);
     let since = since.unwrap_or(0);
     if since >= until {
@@ -424,7 +424,7 @@ async fn report(
         },
     };
     let evidence = Evidence {
-        generated_ms: crate::record::writer::now_ms(),
+        generated_ms: crate::approval::now_ms(),
         window,
         audit_key: b.recorder.public().fingerprint(),
         config: ConfigFacts::from_config(&b.config, b.policy.len()),
@@ -579,7 +579,7 @@ mod tests {
 
     #[test]
     fn windows_default_to_everything_until_now_and_refuse_empty_ones() {
-        let now = crate::record::writer::now_ms();
+        let now = crate::approval::now_ms();
         let w = window(None, None).unwrap();
         assert_eq!(w.since_ms, 0);
         assert!(w.until_ms >= now);

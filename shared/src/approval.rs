@@ -266,17 +266,7 @@ pub fn digest(method: &str, name: &str, arguments: &Value) -> String {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    crate::hex::encode(&h.finalize())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - [`approval`]: approval requests (held calls, just-in-time access) and
 //!   the digest that binds an approval to one call's arguments.
 //! - [`event`]: decision events (allow, deny, hold, approve, ...).
+//! - [`hex`], [`html`]: lowercase hex; HTML escaping.
 //! - [`record`]: the session record's events and index entries.
 //!
 //! **Invariant:** this crate does no I/O: no files, no sockets, no clock,
@@ -20,6 +21,8 @@
 pub mod api;
 pub mod approval;
 pub mod event;
+pub mod hex;
+pub mod html;
 pub mod identity;
 pub mod jsonrpc;
 pub mod mcp;

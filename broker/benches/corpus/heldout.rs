@@ -44,23 +44,22 @@
 //! of the new negative kinds (and that no negative is a valid card, SSN or
 //! IBAN by accident).
 
-use std::ops::Range;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::IndexedRandom;
-use rand::{RngExt, SeedableRng};
 
-use super::{B, Doc, ascii_fold, base62_crc32, check, iban_mod97, luhn_check_digit, luhn_valid};
+use super::{
+    B, Doc, Gen, ascii_fold, base62_crc32, check, iban_mod97, luhn_check_digit, luhn_valid,
+};
 
 /// Held-out documents until their texts add up to at least `target_bytes`.
 /// The same seed gives the same corpus; it shares no stream with
 /// [`super::generate`] for the same seed.
 pub fn generate_heldout(seed: u64, target_bytes: usize) -> Vec<Doc> {
-    let mut h = H {
+    let mut h = H(Gen {
         rng: StdRng::seed_from_u64(seed ^ 0x4845_4c44_4f55_5421),
-    };
+    });
     let mut docs = Vec::new();
     let mut total = 0;
     while total < target_bytes {
@@ -388,8 +387,23 @@ fn emit_json(b: &mut B, v: &J, indent: Option<usize>, level: usize) {
 
 // ---- the generator ----
 
-struct H {
-    rng: StdRng,
+/// The held-out generator: its own templates and values, on the tuning
+/// generator's random primitives (`range`, `chance`, `pick`, `chars`, …),
+/// reached through `Deref`. Its own methods win over the tuning
+/// generator's of the same name.
+struct H(Gen);
+
+impl std::ops::Deref for H {
+    type Target = Gen;
+    fn deref(&self) -> &Gen {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for H {
+    fn deref_mut(&mut self) -> &mut Gen {
+        &mut self.0
+    }
 }
 
 const DIGITS: &[u8] = b"0123456789";
@@ -431,44 +445,9 @@ const TEST_CARDS: &[&str] = &[
 ];
 
 impl H {
-    fn range(&mut self, r: Range<usize>) -> usize {
-        self.rng.random_range(r)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.rng.random_bool(p)
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        *xs.choose(&mut self.rng).expect("non-empty list")
-    }
-
-    fn chars(&mut self, n: usize, alphabet: &[u8]) -> String {
-        (0..n)
-            .map(|_| char::from(alphabet[self.range(0..alphabet.len())]))
-            .collect()
-    }
-
-    fn chars_in(&mut self, len: Range<usize>, alphabet: &[u8]) -> String {
-        let n = self.range(len);
-        self.chars(n, alphabet)
-    }
-
-    fn digits(&mut self, n: usize) -> String {
-        self.chars(n, DIGITS)
-    }
-
     /// `n` digits, the first not zero.
     fn number(&mut self, n: usize) -> String {
         format!("{}{}", self.range(1..10), self.digits(n - 1))
-    }
-
-    fn hex(&mut self, n: usize) -> String {
-        self.chars(n, HEX)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.rng.random::<u8>()).collect()
     }
 
     // ---- people and contact details ----

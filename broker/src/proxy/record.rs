@@ -49,25 +49,27 @@ impl Tape {
     }
 
     /// Records a message about to be forwarded (`bytes`: its line's
-    /// length). `Err` means it must not be forwarded, unless
-    /// [`Tape::fails_open`].
+    /// length; the line is already built, so the message itself moves
+    /// into the event rather than being copied). `Err` means it must not
+    /// be forwarded, unless [`Tape::fails_open`].
     pub async fn message(
         &self,
         from: Peer,
         to: Peer,
-        msg: &Message,
+        mut msg: Message,
         bytes: usize,
     ) -> Result<(), RecordError> {
+        let masked = std::mem::take(&mut msg.annotations_mut().masked);
         let event = MessageEvent {
             from,
             to,
             kind: kind_name(msg.kind()).to_owned(),
             id: msg.id().map(|id| id.to_string()),
             method: msg.method().map(str::to_owned),
-            name: call_name(msg),
+            name: call_name(&msg),
             bytes: bytes as u64,
-            masked: msg.annotations().masked.clone(),
-            msg: Value::Object(msg.as_object().clone()),
+            masked,
+            msg: Value::Object(msg.into_object()),
         };
         let r = self.recorder.message(&self.session, event).await;
         if let Err(e) = &r {
@@ -87,7 +89,7 @@ impl Tape {
                 return;
             }
         };
-        let _ = self.message(Peer::Broker, to, &parsed, line.len()).await;
+        let _ = self.message(Peer::Broker, to, parsed, line.len()).await;
     }
 }
 

@@ -353,8 +353,9 @@ struct Outbox {
 /// How a forwarded message fared.
 enum Sent {
     Delivered,
-    /// Its event could not be recorded, so it was not forwarded.
-    Unrecorded,
+    /// Its event could not be recorded, so it was not forwarded; what it
+    /// was, so the one waiting for it can be answered.
+    Unrecorded(Kind),
     /// The peer's writer is gone.
     Gone,
 }
@@ -397,13 +398,13 @@ impl Outbox {
 
     /// Forwards `msg` from `from`: recorded first, write-ahead; not sent
     /// when that fails (unless the tape fails open).
-    async fn forward(&self, from: Peer, msg: &Message) -> Sent {
+    async fn forward(&self, from: Peer, msg: Message) -> Sent {
         let line = msg.to_line();
-        if let Some(tape) = &self.tape
-            && tape.message(from, self.to, msg, line.len()).await.is_err()
-            && !tape.fails_open()
-        {
-            return Sent::Unrecorded;
+        if let Some(tape) = &self.tape {
+            let kind = msg.kind().clone();
+            if tape.message(from, self.to, msg, line.len()).await.is_err() && !tape.fails_open() {
+                return Sent::Unrecorded(kind);
+            }
         }
         if self.write(line).await {
             Sent::Delivered
@@ -638,10 +639,10 @@ impl Pump {
                     }
                     _ => {}
                 }
-                match self.to_receiver.forward(self.from(), &msg).await {
+                match self.to_receiver.forward(self.from(), msg).await {
                     Sent::Delivered => true,
                     Sent::Gone => false,
-                    Sent::Unrecorded => self.unrecorded(&msg).await,
+                    Sent::Unrecorded(kind) => self.unrecorded(&kind).await,
                 }
             }
             Flow::Reply(mut line) => {
@@ -674,8 +675,8 @@ impl Pump {
     /// A message whose event could not be recorded was not forwarded
     /// (fail closed): whoever waits for an answer gets an error instead.
     /// `false` when that peer is gone.
-    async fn unrecorded(&self, msg: &Message) -> bool {
-        match msg.kind() {
+    async fn unrecorded(&self, kind: &Kind) -> bool {
+        match kind {
             Kind::Request { id, .. } => {
                 self.sent.remove(id);
                 self.to_sender.send(unrecorded_answer(id)).await;
@@ -717,9 +718,9 @@ impl Pump {
                     holds.tasks().remove(&task_id);
                 }
                 let (line, to) = match flow {
-                    Flow::Forward(msg) => match to_upstream.forward(Peer::Client, &msg).await {
+                    Flow::Forward(msg) => match to_upstream.forward(Peer::Client, msg).await {
                         Sent::Delivered | Sent::Gone => return,
-                        Sent::Unrecorded => {
+                        Sent::Unrecorded(_) => {
                             sent.remove(&task_id);
                             (unrecorded_answer(&task_id), to_client)
                         }
@@ -1403,10 +1404,13 @@ mod tests {
         }
     }
 
-    async fn recorder(
+    /// A relayed session to `upstream` whose record is written to `dir`
+    /// through a [`Flaky`] store.
+    async fn recorded(
         dir: &Path,
         on_failure: crate::record::OnFailure,
-    ) -> (Arc<Recorder>, Arc<Flaky>) {
+        upstream: Upstream,
+    ) -> (Session, Arc<Flaky>) {
         let store = Arc::new(Flaky {
             files: crate::record::FileStore::create(dir).unwrap(),
             broken: Default::default(),
@@ -1432,7 +1436,9 @@ mod tests {
             created_at: 0,
         };
         rec.open(&ctx().session, start).await.unwrap();
-        (Arc::new(rec), store)
+        let tape = Arc::new(Tape::new(Arc::new(rec), ctx().session));
+        let session = start_taped(upstream, 1024, vec![], Duration::from_secs(60), Some(tape));
+        (session, store)
     }
 
     fn events(dir: &Path) -> Vec<Value> {
@@ -1446,9 +1452,8 @@ mod tests {
     async fn every_line_a_peer_receives_is_in_the_record() {
         timeout(TEST_LIMIT, async {
             let dir = tempfile::tempdir().unwrap();
-            let (rec, _) = recorder(dir.path(), crate::record::OnFailure::Refuse).await;
-            let tape = Arc::new(Tape::new(rec.clone(), ctx().session));
-            let mut s = start_taped(sh(COUNTING_ECHO), 1024, vec![], Duration::from_secs(60), Some(tape));
+            let (mut s, _) =
+                recorded(dir.path(), crate::record::OnFailure::Refuse, sh(COUNTING_ECHO)).await;
             s.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#).await;
             s.send("{not json").await;
             s.close().await;
@@ -1493,15 +1498,15 @@ mod tests {
     async fn a_message_that_cannot_be_recorded_is_not_forwarded() {
         timeout(TEST_LIMIT, async {
             let dir = tempfile::tempdir().unwrap();
-            let (rec, store) = recorder(dir.path(), crate::record::OnFailure::Refuse).await;
-            let tape = Arc::new(Tape::new(rec.clone(), ctx().session));
-            let mut s = start_taped(
-                sh(COUNTING_ECHO),
-                1024,
-                vec![],
-                Duration::from_secs(60),
-                Some(tape),
+            // The upstream writes how many lines reached it to a file when
+            // its input ends: its own output cannot be recorded either.
+            let count = dir.path().join("lines-seen");
+            let script = format!(
+                r#"n=0; while IFS= read -r l; do n=$((n+1)); done; echo "$n" > '{}'"#,
+                count.display()
             );
+            let (mut s, store) =
+                recorded(dir.path(), crate::record::OnFailure::Refuse, sh(&script)).await;
             store
                 .broken
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1515,10 +1520,10 @@ mod tests {
             assert!(message.contains("not forwarded"), "{message}");
             s.close().await;
             let rest = s.rest().await;
-            // The upstream never saw the call: it counted no lines. (Its
-            // count cannot be recorded either, so it is withheld too.)
-            assert!(rest.iter().all(|m| m["params"]["lines"] != 1), "{rest:?}");
-            s.end().await;
+            assert!(rest.is_empty(), "{rest:?}");
+            // The relay has shut the upstream down: it never saw the call.
+            assert_eq!(s.end().await, EndReason::ClientClosed);
+            assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "0");
         })
         .await
         .unwrap();
@@ -1528,16 +1533,12 @@ mod tests {
     async fn failing_open_is_only_by_explicit_setting_and_forwards() {
         timeout(TEST_LIMIT, async {
             let dir = tempfile::tempdir().unwrap();
-            let (rec, store) =
-                recorder(dir.path(), crate::record::OnFailure::FailOpenWithAlarm).await;
-            let tape = Arc::new(Tape::new(rec.clone(), ctx().session));
-            let mut s = start_taped(
+            let (mut s, store) = recorded(
+                dir.path(),
+                crate::record::OnFailure::FailOpenWithAlarm,
                 sh(COUNTING_ECHO),
-                1024,
-                vec![],
-                Duration::from_secs(60),
-                Some(tape),
-            );
+            )
+            .await;
             store
                 .broken
                 .store(true, std::sync::atomic::Ordering::SeqCst);

@@ -186,15 +186,7 @@ pub fn split(line: &[u8]) -> Result<Split, SplitError> {
     })
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
+pub use mcpgate_shared::hex::encode as hex;
 
 /// Lowercase hex only: one spelling per value, so a changed letter case is
 /// a changed line, not an equal one.

@@ -43,7 +43,7 @@ impl AuditKey {
                 let key = AuditKey(key);
                 let pub_path = dir.join(AUDIT_PUB_FILE);
                 if !pub_path.exists() {
-                    write_public(&pub_path, &key.public().to_pem()?)?;
+                    crate::ca::write_public(&pub_path, key.public().to_pem()?.as_bytes())?;
                 }
                 Ok(key)
             }
@@ -59,7 +59,7 @@ impl AuditKey {
                 crate::ca::write_private(&path, pem.as_bytes())?;
                 let pub_path = dir.join(AUDIT_PUB_FILE);
                 let _ = std::fs::remove_file(&pub_path);
-                write_public(&pub_path, &key.public().to_pem()?)?;
+                crate::ca::write_public(&pub_path, key.public().to_pem()?.as_bytes())?;
                 Ok(key)
             }
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
@@ -73,19 +73,6 @@ impl AuditKey {
     pub fn public(&self) -> AuditPub {
         AuditPub(self.0.verifying_key())
     }
-}
-
-fn write_public(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(pem.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The audit key's public half: all a verifier needs.

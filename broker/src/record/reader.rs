@@ -420,11 +420,11 @@ pub fn list(
             out.push(summary);
         }
     }
-    out.sort_by(|a, b| {
-        b.started_ms
-            .cmp(&a.started_ms)
-            .then_with(|| a.session.cmp(&b.session))
-    });
+    // Index order is opening order: reversed, a stable sort keeps the
+    // later-opened of two sessions that started in the same millisecond
+    // first.
+    out.reverse();
+    out.sort_by_key(|s| std::cmp::Reverse(s.started_ms));
     Ok(out)
 }
 
@@ -709,7 +709,6 @@ pub(crate) mod tests {
         r.close(&a, EndState::Closed, "client disconnected")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
         r.open(&b, start("bob", "crm")).await.unwrap();
         r.append(&b, call(1, "lookup")).await.unwrap();
 
@@ -843,8 +842,7 @@ pub(crate) mod tests {
         r.open(&a, start("alice", "db")).await.unwrap();
         r.close(&a, EndState::Closed, "done").await.unwrap();
         // Retention of zero deletes every ended session.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(r.sweep(Duration::from_millis(1)).await.unwrap(), 1);
+        assert_eq!(r.sweep(Duration::ZERO).await.unwrap(), 1);
         let store = r.store().as_ref();
         assert!(matches!(read(store, &a), Err(ReadError::Deleted { .. })));
         let s = &list(store, &ListFilter::default()).unwrap()[0];
@@ -861,13 +859,16 @@ pub(crate) mod tests {
         let mut follower = Follower::new(r.clone(), a.clone());
         let first = follower.next().await.unwrap().unwrap();
         assert_eq!(first.len(), 1);
+        // The writer appends the next call only once the follower has
+        // read the last one: each arrives while the follower waits.
+        let (got, mut read) = tokio::sync::mpsc::unbounded_channel::<()>();
         let writer = {
             let r = r.clone();
             let a = a.clone();
             tokio::spawn(async move {
                 for i in 1..=5 {
                     r.append(&a, call(i, "query")).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    read.recv().await;
                 }
                 r.close(&a, EndState::Closed, "done").await.unwrap();
             })
@@ -876,6 +877,7 @@ pub(crate) mod tests {
         let follow = async {
             while let Some(batch) = follower.next().await.unwrap() {
                 seqs.extend(batch.iter().map(|l| l.event.seq));
+                let _ = got.send(());
             }
         };
         tokio::time::timeout(Duration::from_secs(10), follow)
@@ -905,7 +907,6 @@ pub(crate) mod tests {
         let stopper = {
             let r = r.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
                 tokio::task::spawn_blocking(move || r.stop()).await.unwrap();
             })
         };

@@ -18,6 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use mcpgate_shared::approval::{Approval, ApprovalKind};
 use mcpgate_shared::event::{DecisionEvent, DecisionKind};
+use mcpgate_shared::html::escape as esc;
 use mcpgate_shared::names::{RoleName, ServerName, SessionId, UserName};
 use mcpgate_shared::record::{ReportFormat, SessionSummary, VerifyReport};
 
@@ -907,22 +908,6 @@ pub fn md(text: &str) -> String {
                 out.push(c);
             }
             c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Text safe inside HTML elements and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
             c => out.push(c),
         }
     }

@@ -22,8 +22,8 @@ use serde_json::json;
 use super::format::{self, Chain};
 use super::store::{INDEX_FILE, SESSIONS_DIR};
 use super::verify::{Which, verify};
-use super::writer::now_ms;
 use super::{AuditKey, AuditPub, FileStore, RecordStore, Recorder, RecordingSection};
+use crate::approval::now_ms;
 
 // ---------------------------------------------------------------------------
 // Fixtures: realistic sessions through the real writer.
@@ -253,7 +253,7 @@ impl Snapshot {
     }
 
     fn verify(self, public: &AuditPub, which: &Which) -> VerifyReport {
-        verify(&MemStore(self), public, which)
+        verify(&MemStore::new(self), public, which)
     }
 
     fn file(&mut self, f: &Target) -> &mut Vec<u8> {
@@ -264,8 +264,31 @@ impl Snapshot {
     }
 }
 
-/// A read-only store over a [`Snapshot`].
-struct MemStore(Snapshot);
+/// A read-only store over a [`Snapshot`]. With `first_index`, the first
+/// read of the index gives that instead, as when the broker closed or
+/// opened a session while verification was reading.
+struct MemStore {
+    now: Snapshot,
+    first_index: Option<Vec<u8>>,
+    reads: AtomicUsize,
+}
+
+impl MemStore {
+    fn new(now: Snapshot) -> MemStore {
+        MemStore {
+            now,
+            first_index: None,
+            reads: AtomicUsize::new(0),
+        }
+    }
+
+    fn racing(now: Snapshot, first_index: Vec<u8>) -> MemStore {
+        MemStore {
+            first_index: Some(first_index),
+            ..MemStore::new(now)
+        }
+    }
+}
 
 impl RecordStore for MemStore {
     fn append(&self, _: &SessionId, _: &[u8]) -> io::Result<()> {
@@ -279,13 +302,17 @@ impl RecordStore for MemStore {
     }
     fn close(&self, _: &SessionId) {}
     fn read(&self, session: &SessionId) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.0.sessions.get(session).cloned())
+        Ok(self.now.sessions.get(session).cloned())
     }
     fn read_index(&self) -> io::Result<Vec<u8>> {
-        Ok(self.0.index.clone())
+        let first = self.reads.fetch_add(1, Ordering::Relaxed) == 0;
+        Ok(match &self.first_index {
+            Some(index) if first => index.clone(),
+            _ => self.now.index.clone(),
+        })
     }
     fn sessions(&self) -> io::Result<Vec<SessionId>> {
-        Ok(self.0.sessions.keys().cloned().collect())
+        Ok(self.now.sessions.keys().cloned().collect())
     }
     fn truncate(&self, _: &SessionId, _: u64) -> io::Result<()> {
         Err(io::Error::other("read-only"))
@@ -613,10 +640,10 @@ async fn a_seal_the_index_never_listed_is_closed_from_the_seal_at_restart() {
 async fn retention_leaves_a_signed_tombstone_that_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (ids, public) = record_sessions(dir.path(), 8, &["alice", "bob"], 2, false).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
     let store = Arc::new(FileStore::create(dir.path()).unwrap());
     let (recorder, _) = Recorder::start(store, key(), &config(8)).unwrap();
-    assert_eq!(recorder.sweep(Duration::from_millis(1)).await.unwrap(), 2);
+    // Retention of zero: every ended session is due.
+    assert_eq!(recorder.sweep(Duration::ZERO).await.unwrap(), 2);
     recorder.stop();
     drop(recorder);
     assert!(FileStore::at(dir.path()).read(&ids[0]).unwrap().is_none());
@@ -673,51 +700,6 @@ async fn a_live_session_verifies_with_a_note_on_its_unsigned_tail() {
     );
 }
 
-/// A store whose index is behind on the first read: the broker closed a
-/// session, or opened one, while verification was reading.
-struct Racing {
-    now: Snapshot,
-    first: Vec<u8>,
-    reads: AtomicUsize,
-}
-
-impl RecordStore for Racing {
-    fn append(&self, _: &SessionId, _: &[u8]) -> io::Result<()> {
-        Err(io::Error::other("read-only"))
-    }
-    fn append_index(&self, _: &[u8]) -> io::Result<()> {
-        Err(io::Error::other("read-only"))
-    }
-    fn sync(&self, _: &[SessionId], _: bool) -> io::Result<()> {
-        Ok(())
-    }
-    fn close(&self, _: &SessionId) {}
-    fn read(&self, session: &SessionId) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.now.sessions.get(session).cloned())
-    }
-    fn read_index(&self) -> io::Result<Vec<u8>> {
-        Ok(match self.reads.fetch_add(1, Ordering::Relaxed) {
-            0 => self.first.clone(),
-            _ => self.now.index.clone(),
-        })
-    }
-    fn sessions(&self) -> io::Result<Vec<SessionId>> {
-        Ok(self.now.sessions.keys().cloned().collect())
-    }
-    fn truncate(&self, _: &SessionId, _: u64) -> io::Result<()> {
-        Err(io::Error::other("read-only"))
-    }
-    fn truncate_index(&self, _: u64) -> io::Result<()> {
-        Err(io::Error::other("read-only"))
-    }
-    fn delete(&self, _: &SessionId) -> io::Result<()> {
-        Err(io::Error::other("read-only"))
-    }
-    fn describe(&self) -> String {
-        "memory".into()
-    }
-}
-
 #[tokio::test]
 async fn records_ahead_of_an_index_read_earlier_are_checked_against_a_newer_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -732,22 +714,14 @@ async fn records_ahead_of_an_index_read_earlier_are_checked_against_a_newer_one(
         (3, Which::Session(ids[1].clone())), // as `mcpgate audit verify` sees it
         (2, Which::Session(ids[0].clone())),
     ] {
-        let store = Racing {
-            now: now.clone(),
-            first: lines[..behind].concat(),
-            reads: AtomicUsize::new(0),
-        };
+        let store = MemStore::racing(now.clone(), lines[..behind].concat());
         let report = verify(&store, &public, &which);
         assert!(report.ok, "{behind} {which:?}: {report:#?}");
     }
     // A torn last line read mid-write is read again.
     let mut torn = lines[..3].concat();
     torn.extend_from_slice(&lines[3][..40]);
-    let store = Racing {
-        now: now.clone(),
-        first: torn,
-        reads: AtomicUsize::new(0),
-    };
+    let store = MemStore::racing(now.clone(), torn);
     assert!(verify(&store, &public, &Which::All).ok);
 
     // An index that was cut stays cut: reading it again changes nothing.
@@ -764,14 +738,13 @@ async fn records_ahead_of_an_index_read_earlier_are_checked_against_a_newer_one(
     // A newer index that does not extend the first is not taken.
     let mut other = lines.clone();
     other.swap(2, 3);
-    let store = Racing {
-        now: Snapshot {
+    let store = MemStore::racing(
+        Snapshot {
             index: other.concat(),
             ..now.clone()
         },
-        first: lines[..3].concat(),
-        reads: AtomicUsize::new(0),
-    };
+        lines[..3].concat(),
+    );
     assert!(!verify(&store, &public, &Which::All).ok);
 }
 

@@ -31,6 +31,7 @@ use super::config::{Fsync, OnFailure, RecordingSection};
 use super::format::{self, Chain, Hash};
 use super::key::{AuditKey, AuditPub};
 use super::store::RecordStore;
+use crate::approval::now_ms;
 
 /// Operations a batch takes at most, so acknowledgements are not held
 /// back behind an unbounded queue.
@@ -353,12 +354,6 @@ enum Pending {
     Close(SessionId, Ack<()>),
     Sweep(usize, Ack<usize>),
     Failed(Box<dyn FnOnce() + Send>),
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn write_err(session: &SessionId, reason: impl std::fmt::Display) -> RecordError {
@@ -731,7 +726,7 @@ impl Writer {
                     .filter(|(_, l)| !l.deleted)
                     .filter_map(|(s, l)| {
                         let (at, events, head) = l.closed.clone()?;
-                        (at < cutoff).then(|| (s.clone(), events, head))
+                        (at <= cutoff).then(|| (s.clone(), events, head))
                     })
                     .collect();
                 let reason = format!(
